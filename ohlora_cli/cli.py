@@ -1,0 +1,213 @@
+"""The ``ohlora`` command line. Imports typer, rich and the standard library only: engines
+(torch, transformers, trl, unsloth) are imported inside the command bodies so ``--help`` stays
+instant. Our exceptions are mapped to messages and exit codes in one place, ``_guard``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import traceback
+from typing import Annotated
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    name="ohlora",
+    help=(
+        "Fine-tune a label-conditioned StyleGAN and a small LLM, and catch the classic "
+        "fine-tuning failures (float64 labels into float32 weights, gradient-enabled "
+        "inference that grows memory, a batch silently multiplied by the visible GPUs) "
+        "before a job launches."
+    ),
+    epilog=(
+        "Examples:\n\n"
+        "  ohlora train-gan                      # the embedded demo, about two minutes on a CPU\n\n"
+        "  ohlora train-llm llm-demo --dry-run   # resolve and check a recipe, then stop\n\n"
+        "  ohlora doctor train.py --gpus 2       # analyse your own training script"
+    ),
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Options shared by the train commands.
+RecipeArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Recipe: a YAML file or the name of a packaged recipe. Default: the command's demo recipe.",
+        show_default=False,
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a recipe key, KEY=VALUE (value parsed as YAML). Repeatable.",
+                 metavar="KEY=VALUE"),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Validate the recipe and data, run the preflight, print the plan, stop."),
+]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in output_dir.")]
+SkipDoctorOpt = Annotated[bool, typer.Option("--skip-doctor", help="Do not run the doctor's preflight.")]
+NprocOpt = Annotated[
+    int | None,
+    typer.Option("--nproc", min=1, help="Launch N processes with torchrun (DDP); batch_size stays global."),
+]
+
+
+def _report(exc: BaseException, code: int) -> None:
+    from rich.markup import escape
+
+    from .console import err
+
+    if os.environ.get("OHLORA_DEBUG") == "1":
+        traceback.print_exception(exc)
+    label = {2: "error", 130: "interrupted"}.get(code, "failed")
+    err.print(f"[bold red]{label}:[/bold red] {escape(str(exc))}", highlight=False)
+    hint = getattr(exc, "hint", None)
+    if hint:
+        err.print(f"[dim]hint:[/dim] {escape(hint)}", highlight=False)
+
+
+def _guard(fn):
+    """The one place that maps exceptions to messages and exit codes (DESIGN.md section 2)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .errors import OhloraError
+
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except OhloraError as exc:
+            _report(exc, exc.exit_code)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt as exc:
+            _report(RuntimeError("stopped by Ctrl-C"), 130)
+            raise typer.Exit(130) from exc
+        except Exception as exc:  # a bug of ours: say so, exit 1, traceback only on request
+            if os.environ.get("OHLORA_DEBUG") != "1":
+                exc.hint = "This is a bug in ohlora; rerun with OHLORA_DEBUG=1 to see the traceback."
+            _report(RuntimeError(f"internal error: {type(exc).__name__}: {exc}"), 1)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ohlora {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """ohlora: label-conditioned StyleGAN and LLM LoRA fine-tuning, with a preflight doctor."""
+
+
+@app.command(
+    "train-gan",
+    epilog=(
+        "Examples:\n\n"
+        "  ohlora train-gan                                   # demo: synthetic blobs, 16 px, ~2 min on CPU\n\n"
+        "  ohlora train-gan gan-ohlora-v1 --set data.csv=scores.csv --set model.checkpoint=stylegan.pth\n\n"
+        "  ohlora train-gan my.yaml --resume                  # continue from output_dir's latest checkpoint\n\n"
+        "  ohlora train-gan my.yaml --nproc 2                 # DDP under torchrun"
+    ),
+)
+@_guard
+def train_gan(
+    recipe: RecipeArg = None,
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+    resume: ResumeOpt = False,
+    skip_doctor: SkipDoctorOpt = False,
+    nproc: NprocOpt = None,
+) -> None:
+    """Fine-tune a StyleGAN conditioned on continuous property scores."""
+    from .gan.train import run
+
+    run(recipe or "gan-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor, nproc=nproc)
+
+
+@app.command(
+    "train-llm",
+    epilog=(
+        "Examples:\n\n"
+        "  ohlora train-llm                                   # demo: a tiny local model, ~2 min on CPU\n\n"
+        "  ohlora train-llm llm-polyglot-lora --set model.path=./polyglot-ko-1.3b\n\n"
+        "  ohlora train-llm my.yaml --set model.backend=unsloth --merge\n\n"
+        "  ohlora train-llm my.yaml --nproc 2                 # DDP under torchrun, never DataParallel"
+    ),
+)
+@_guard
+def train_llm(
+    recipe: RecipeArg = None,
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+    resume: ResumeOpt = False,
+    skip_doctor: SkipDoctorOpt = False,
+    nproc: NprocOpt = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Also save the LoRA-merged full weights.")] = False,
+) -> None:
+    """SFT + LoRA fine-tuning with trl; backend hf or unsloth (model.backend)."""
+    from .llm.train import run
+
+    run(
+        recipe or "llm-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
+        nproc=nproc, merge=merge,
+    )
+
+
+@app.command(
+    "doctor",
+    epilog=(
+        "Examples:\n\n"
+        "  ohlora doctor                          # the environment only\n\n"
+        "  ohlora doctor recipes/gan-demo.yaml    # environment, recipe, data and dry-run probes\n\n"
+        "  ohlora doctor train.py --gpus 2        # static analysis of your own script\n\n"
+        "  ohlora doctor train.py --json --select dtype-mismatch"
+    ),
+)
+@_guard
+def doctor(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(help="Recipes (.yaml or packaged names) and/or Python scripts to check.", show_default=False),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
+    gpus: Annotated[int | None, typer.Option("--gpus", min=0, help="Plan for N visible GPUs.")] = None,
+    list_checks: Annotated[bool, typer.Option("--list-checks", help="List the checks and exit.")] = False,
+    select: Annotated[
+        list[str] | None, typer.Option("--select", help="Run only this check id. Repeatable.", metavar="ID")
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Preflight: environment, recipes (settings, data, dry-run probes) and your own scripts."""
+    from .doctor import run_cli
+
+    code = run_cli(
+        targets or [], json_out=json_out, strict=strict, gpus=gpus, list_checks=list_checks,
+        select=select or [], overrides=set_ or [],
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""SFT + LoRA fine-tuning with trl (backends hf and unsloth). Import-light: torch loads on use."""

@@ -1,0 +1,212 @@
+"""Recipes: find, load (safe YAML), override (``--set a.b=c``) and validate as a whole.
+
+Recipes are data (torchtune's rule): YAML holds scalars and names, the engines build objects.
+Every problem is reported in one go, each with its dotted key path; an unknown key is answered
+with the closest known key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+
+from .errors import RecipeError
+
+# kind -> "module:Class" of its pydantic model; imported only when a recipe of that kind is read.
+KINDS = {
+    "gan": "ohlora_cli.gan.config:GanRecipe",
+    "llm": "ohlora_cli.llm.config:LlmRecipe",
+}
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class RecipeBase(Section):
+    """Base of each kind's top-level model; remembers the file it was read from."""
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+
+def recipes_dir() -> Path:
+    """Folder of the packaged recipes (package data; ``recipes/`` at the top of the source tree links here)."""
+    return Path(str(resources.files("ohlora_cli"))) / "recipes"
+
+
+def packaged_recipes() -> list[str]:
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+def find(recipe: str) -> Path:
+    """A recipe argument is a path to a YAML file or the name of a packaged recipe."""
+    path = Path(recipe).expanduser()
+    if path.is_file():
+        return path
+    name = recipe[:-5] if recipe.endswith((".yaml", ".yml")) and "/" not in recipe else recipe
+    packaged = recipes_dir() / f"{name}.yaml"
+    if "/" not in name and packaged.is_file():
+        return packaged
+    names = packaged_recipes()
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise RecipeError(
+        f"recipe '{recipe}': no such file, and no packaged recipe of that name",
+        hint=f"{hint}Pass a path to a YAML file, or one of: {', '.join(names)}.",
+    )
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(
+            f"{where}: malformed YAML ({problem})",
+            hint="Fix the YAML syntax at that line (indentation, a missing ':' or quote).",
+        ) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(
+            f"--set '{text}': expected KEY=VALUE with a dotted key, e.g. --set train.batch_size=8"
+        )
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Apply ``a.b=c`` overrides in place; returns the dotted keys that were set."""
+    keys = []
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise RecipeError(
+                    f"--set {'.'.join(parts)}: '{'.'.join(parts[: i + 1])}' is a value, not a section"
+                )
+            node = child
+        node[parts[-1]] = value
+        keys.append(".".join(parts))
+    return keys
+
+
+def model_class(kind: Any) -> type[BaseModel]:
+    if kind not in KINDS:
+        known = ", ".join(sorted(KINDS))
+        raise RecipeError(
+            f"kind: {'missing' if kind is None else repr(kind)}; every recipe needs 'kind', one of: {known}"
+        )
+    module, _, cls = KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the section at ``loc`` (the location of the unknown key's parent)."""
+    current: Any = model
+    for part in loc:
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return []
+        current = _section_type(field.annotation)
+        if current is None:
+            return []
+    return list(current.model_fields) if isinstance(current, type) else []
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_errors(exc: ValidationError, model: type[BaseModel], source: str, from_set: list[str]) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        origin = " (from --set)" if key in from_set else ""
+        if error["type"] == "extra_forbidden":
+            known = _known_keys(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+            suggestion = f"; did you mean '{'.'.join(str(p) for p in (*loc[:-1], close[0]))}'?" if close else ""
+            listing = f" Known keys here: {', '.join(known)}." if known and not close else ""
+            lines.append(f"  {key}{origin}: unknown key{suggestion}{listing}")
+        elif error["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            got = error.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}{origin}: {error['msg']}{shown}")
+    count = len(lines)
+    return f"{source}: {count} problem{'s' if count != 1 else ''} in the recipe:\n" + "\n".join(lines)
+
+
+def validate(data: dict[str, Any], *, source: str = "recipe", from_set: list[str] | None = None) -> BaseModel:
+    model = model_class(data.get("kind"))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(
+            format_errors(exc, model, source, from_set or []),
+            hint="Fix these keys in the recipe (or the --set overrides) and run again.",
+        ) from None
+
+
+def load(recipe: str, overrides: list[str] | None = None, *, expect_kind: str | None = None) -> BaseModel:
+    """Find, read, override and validate a recipe; returns the kind's pydantic model."""
+    path = find(recipe)
+    data = read_yaml(path)
+    if expect_kind is not None and data.get("kind", expect_kind) != expect_kind:
+        raise RecipeError(
+            f"{path}: kind: {data.get('kind')!r}, but this command trains kind '{expect_kind}'",
+            hint=f"Use 'ohlora train-{data.get('kind')}' for this recipe, or pass a '{expect_kind}' recipe.",
+        )
+    if expect_kind is not None:
+        data.setdefault("kind", expect_kind)
+    from_set = apply_overrides(data, overrides or [])
+    loaded = validate(data, source=str(path), from_set=from_set)
+    loaded._source = path
+    return loaded
+
+
+def dump(recipe: BaseModel) -> str:
+    """The resolved recipe as YAML (what a run writes to ``output_dir/recipe.yaml``)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

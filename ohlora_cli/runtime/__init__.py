@@ -1,0 +1,1 @@
+"""Runtime helpers shared by the engines: atomic writes, seeding, devices, distributed."""

@@ -1,0 +1,94 @@
+"""Distributed data parallel setup: torchrun's environment, process groups, self-relaunch.
+
+We never use DataParallel. Several processes come from torchrun (``--nproc N`` relaunches the
+same command under ``torch.distributed.run``); ``train.batch_size`` stays global.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from ..errors import Interrupted, RecipeError, RunFailed
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_env() -> DistEnv:
+    """Read torchrun's variables (plain python: one process)."""
+    return DistEnv(
+        rank=int(os.environ.get("RANK", 0)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+    )
+
+
+def launcher() -> str:
+    """'torchrun' when started by torchrun/accelerate (LOCAL_RANK and WORLD_SIZE set), else 'python'."""
+    return "torchrun" if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ else "python"
+
+
+def split_batch(global_batch: int, world_size: int, *, max_per_device: int | None = None,
+                key: str = "train.batch_size") -> tuple[int, int]:
+    """Split a global batch into (per-device batch, gradient accumulation steps).
+
+    per_device x world_size x accumulation == global_batch exactly, or a RecipeError says why not.
+    """
+    if global_batch % world_size:
+        raise RecipeError(
+            f"{key}: {global_batch} is not divisible by the {world_size} data-parallel processes",
+            hint=f"Use a multiple of {world_size}, or fewer processes.",
+        )
+    per_rank = global_batch // world_size
+    accumulation = 1
+    if max_per_device:
+        while per_rank % accumulation or per_rank // accumulation > max_per_device:
+            accumulation += 1
+    return per_rank // accumulation, accumulation
+
+
+def init_process_group(env: DistEnv, device_type: str) -> None:
+    if not env.distributed:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+
+
+def destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def relaunch(nproc: int, args: list[str]) -> None:
+    """Run ``ohlora ARGS`` under ``torch.distributed.run`` with N local processes and wait."""
+    if launcher() == "torchrun":
+        raise RecipeError("--nproc: this process was already started by torchrun",
+                          hint="Drop --nproc when you launch with torchrun yourself.")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "ohlora_cli", *args]
+    code = subprocess.call(cmd)
+    if code == 130:
+        raise Interrupted("the distributed run was interrupted; its last checkpoint is in output_dir")
+    if code == 2:
+        raise RecipeError("the distributed run stopped on bad input (see the messages above)")
+    if code:
+        raise RunFailed(f"the distributed run failed (torchrun exit code {code})")
