@@ -29,6 +29,7 @@ class GanModel(Section):
     mapping_lr_mul: float = Field(0.01, gt=0)
     fmaps_base: int = Field(16384, ge=1)
     fmaps_max: int = Field(512, ge=1)
+    scorer: str | None = Field(None, description="property-score CNN checkpoint (train.method: scorer output)")
 
     @field_validator("resolution")
     @classmethod
@@ -38,11 +39,54 @@ class GanModel(Section):
         return value
 
 
+# --- Scorer / property-regression / label-control sections (issue 5; owned by the scorer work) ---
+
+
+class ScorerCrop(Section):
+    """A region of the image, as fractions of its size, that one label's CNN reads."""
+
+    top: float = Field(0.0, ge=0, le=1)
+    bottom: float = Field(1.0, gt=0, le=1)
+    left: float = Field(0.0, ge=0, le=1)
+    right: float = Field(1.0, gt=0, le=1)
+
+
+class ScorerTrain(Section):
+    """Settings of ``train.method: scorer`` (the property-score CNN)."""
+
+    crops: dict[str, ScorerCrop] | None = Field(
+        None, description="label column -> crop; default: Oh-LoRA's regions by label name, else whole image"
+    )
+    valid_fraction: float = Field(0.1, gt=0, lt=1)
+    epochs: int = Field(30, ge=1)
+    patience: int = Field(5, ge=1, description="early stopping: epochs without validation improvement")
+    lr: float = Field(5e-5, gt=0)
+
+
+class RegressionTrain(Section):
+    """Settings of ``train.method: property-regression`` (Oh-LoRA v2)."""
+
+    label_sampling: Literal["normal", "dataset"] = "normal"
+    adversarial_weight: float = Field(0.0, ge=0, description="weight of the non-saturating G loss (needs D)")
+    keep_weight: float = Field(0.0, ge=0, description="weight of MSE to the starting generator's images")
+
+
+class LabelControlEval(Section):
+    """Label-control evaluation with a scorer (both GAN methods)."""
+
+    every_kimg: float = Field(0.0, ge=0, description="0 = only at the end")
+    steps: int = Field(9, ge=3, description="points of each label sweep from -2 to +2")
+    samples: int = Field(16, ge=1, description="fixed z per sweep point")
+
+
 class GanTrain(Section):
     method: Literal["adversarial", "property-regression", "scorer"] = "adversarial"
     batch_size: int = Field(ge=1, description="global images per optimizer step, split across ranks")
     kimg: float = Field(10.0, gt=0, description="thousands of real images to show")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    scorer: ScorerTrain = Field(default_factory=ScorerTrain)
+    regression: RegressionTrain = Field(default_factory=RegressionTrain)
+    label_control: LabelControlEval = Field(default_factory=LabelControlEval)
 
 
 class GanRecipe(RecipeBase):
