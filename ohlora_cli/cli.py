@@ -14,6 +14,12 @@ import typer
 
 from . import __version__
 
+
+def _examples(*lines: str) -> str:
+    """An epilog of example commands, kept unwrapped by click's \\b marker."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
 app = typer.Typer(
     name="ohlora",
     help=(
@@ -22,16 +28,15 @@ app = typer.Typer(
         "inference that grows memory, a batch silently multiplied by the visible GPUs) "
         "before a job launches."
     ),
-    epilog=(
-        "Examples:\n\n"
-        "  ohlora train-gan                      # the embedded demo, about two minutes on a CPU\n\n"
-        "  ohlora train-llm llm-demo --dry-run   # resolve and check a recipe, then stop\n\n"
-        "  ohlora doctor train.py --gpus 2       # analyse your own training script"
+    epilog=_examples(
+        "ohlora train-gan                      # the embedded demo, about two minutes on a CPU",
+        "ohlora train-llm llm-demo --dry-run   # resolve and check a recipe, then stop",
+        "ohlora doctor train.py --gpus 2       # analyse your own training script",
     ),
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -117,12 +122,11 @@ def root(
 
 @app.command(
     "train-gan",
-    epilog=(
-        "Examples:\n\n"
-        "  ohlora train-gan                                   # demo: synthetic blobs, 16 px, ~2 min on CPU\n\n"
-        "  ohlora train-gan gan-ohlora-v1 --set data.csv=scores.csv --set model.checkpoint=stylegan.pth\n\n"
-        "  ohlora train-gan my.yaml --resume                  # continue from output_dir's latest checkpoint\n\n"
-        "  ohlora train-gan my.yaml --nproc 2                 # DDP under torchrun"
+    epilog=_examples(
+        "ohlora train-gan                                   # demo: synthetic blobs, 16 px, ~2 min on CPU",
+        "ohlora train-gan gan-ohlora-v1 --set data.csv=scores.csv --set model.checkpoint=stylegan.pth",
+        "ohlora train-gan my.yaml --resume                  # continue from output_dir's latest checkpoint",
+        "ohlora train-gan my.yaml --nproc 2                 # DDP under torchrun",
     ),
 )
 @_guard
@@ -142,12 +146,11 @@ def train_gan(
 
 @app.command(
     "train-llm",
-    epilog=(
-        "Examples:\n\n"
-        "  ohlora train-llm                                   # demo: a tiny local model, ~2 min on CPU\n\n"
-        "  ohlora train-llm llm-polyglot-lora --set model.path=./polyglot-ko-1.3b\n\n"
-        "  ohlora train-llm my.yaml --set model.backend=unsloth --merge\n\n"
-        "  ohlora train-llm my.yaml --nproc 2                 # DDP under torchrun, never DataParallel"
+    epilog=_examples(
+        "ohlora train-llm                                   # demo: a tiny local model, ~2 min on CPU",
+        "ohlora train-llm llm-polyglot-lora --set model.path=./polyglot-ko-1.3b",
+        "ohlora train-llm my.yaml --set model.backend=unsloth --merge",
+        "ohlora train-llm my.yaml --nproc 2                 # DDP under torchrun, never DataParallel",
     ),
 )
 @_guard
@@ -171,12 +174,11 @@ def train_llm(
 
 @app.command(
     "doctor",
-    epilog=(
-        "Examples:\n\n"
-        "  ohlora doctor                          # the environment only\n\n"
-        "  ohlora doctor recipes/gan-demo.yaml    # environment, recipe, data and dry-run probes\n\n"
-        "  ohlora doctor train.py --gpus 2        # static analysis of your own script\n\n"
-        "  ohlora doctor train.py --json --select dtype-mismatch"
+    epilog=_examples(
+        "ohlora doctor                          # the environment only",
+        "ohlora doctor recipes/gan-demo.yaml    # environment, recipe, data and dry-run probes",
+        "ohlora doctor train.py --gpus 2        # static analysis of your own script",
+        "ohlora doctor train.py --json --select dtype-mismatch",
     ),
 )
 @_guard

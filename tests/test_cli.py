@@ -1,0 +1,52 @@
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from ohlora_cli import __version__
+from ohlora_cli.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args", [[], ["train-gan"], ["train-llm"], ["doctor"]])
+def test_every_help_has_examples(args):
+    result = runner.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    assert "Examples:" in result.output
+    assert "ohlora" in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"ohlora {__version__}"
+
+
+def test_no_arguments_shows_help():
+    result = runner.invoke(app, [])
+    assert "train-gan" in result.output and "doctor" in result.output
+
+
+def test_unknown_option_is_usage_error():
+    result = runner.invoke(app, ["train-gan", "--no-such-flag"])
+    assert result.exit_code == 2
+
+
+def test_cli_import_pulls_in_no_engine():
+    code = (
+        "import sys, ohlora_cli.cli\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'unsloth', 'datasets')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_python_dash_m_works():
+    out = subprocess.run([sys.executable, "-m", "ohlora_cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"ohlora {__version__}"
