@@ -1,0 +1,177 @@
+"""Static checks of a user's own training script and the local modules it imports (never run).
+
+One abstract interpretation per script (``flow.analyse``), shared by the four checks below; each
+check turns what it recorded into findings whose ``where`` is ``path:line``.
+"""
+
+from __future__ import annotations
+
+from ..registry import Check, Context, Finding, Status
+from .flow import Event, Interpreter, analyse
+from .project import Project
+
+
+def analysis(ctx: Context) -> Interpreter:
+    if "static" not in ctx.cache:
+        ctx.cache["static"] = analyse(Project(ctx.script))
+    return ctx.cache["static"]
+
+
+def _via(stack: tuple) -> str:
+    return f" (reached from {' -> '.join(stack)})" if stack else ""
+
+
+class ScriptDtypeMismatch(Check):
+    id = "dtype-mismatch"
+    title = "float64 data reaching float32 model code"
+    scopes = ("script",)
+
+    def run(self, ctx: Context) -> list[Finding]:
+        result = analysis(ctx)
+        findings, born = [], set()
+        for meeting in result.meetings.values():
+            origin = meeting.origin
+            if origin.where in born:
+                continue  # the first meeting is where the run dies; later ones never run
+            born.add(origin.where)
+            cast = f"`{meeting.expr} = {meeting.expr}.float()`" if meeting.expr.isidentifier() else (
+                f"`({meeting.expr}).float()`" if meeting.expr else "`.float()`")
+            hint = f"Cast to float32 where it is born ({origin.where}: {origin.fix}), or where it meets the model " \
+                   f"({meeting.site}: {cast})."
+            if "double()" in origin.what:
+                hint = (f"`.double()` is not a fix, it is the cause: the model's weights are float32. Use `.float()` "
+                        f"at {origin.where}, or cast at {meeting.site}: {cast}.")
+            findings.append(self.finding(
+                Status.FAIL,
+                f"float64 meets float32: {origin.what} (born at {origin.where}); it reaches {meeting.op} at "
+                f"{meeting.site}{_via(meeting.stack)}. This fails with 'expected mat1 and mat2 to have the same "
+                f"dtype' (double != float).",
+                where=meeting.site, hint=hint))
+        return findings
+
+
+class ScriptGradInference(Check):
+    id = "grad-inference"
+    title = "repeated inference with gradients enabled (memory growth)"
+    scopes = ("script",)
+
+    def run(self, ctx: Context) -> list[Finding]:
+        result = analysis(ctx)
+        findings = []
+        trained = result.trained()
+        for site, forward in result.forwards.items():
+            if site in trained:
+                continue
+            repeat = f"in the loop at {forward.loop}" if forward.loop else "repeatedly"
+            message = (f"`{forward.label}(...)` at {site} runs {repeat}{_via(forward.stack)} with gradients "
+                       f"enabled, and its output never reaches .backward(): every call builds an autograd graph.")
+            if forward.eval_mode:
+                message += " model.eval() alone does not turn gradients off."
+            for buffer_site, name in dict.fromkeys(forward.buffers):
+                message += (f" The module is in train mode and its forward updates the buffer '{name}' from a "
+                            f"grad-requiring tensor at {buffer_site}, so the buffer carries autograd history from "
+                            f"call to call and memory grows with every call.")
+            findings.append(self.finding(
+                Status.FAIL, message, where=site,
+                hint="Wrap the call in `with torch.no_grad():` (or decorate its function with `@torch.no_grad()`) "
+                     "and keep only `.detach().cpu()` of what it returns."))
+        for site, kept in result.retentions.items():
+            findings.append(self.finding(
+                Status.FAIL,
+                f"`{kept.text}` at {site} keeps a tensor with its autograd history on every iteration"
+                f"{' (loop at ' + kept.loop + ')' if kept.loop else ''}{_via(kept.stack)}: the graphs pile up and "
+                f"memory grows.",
+                where=site, hint="Keep a number or a detached tensor: `.item()` or `.detach()` (e.g. "
+                                 "`losses.append(loss.item())`, `total += loss.item()`)."))
+        return findings
+
+
+def _devices(value: str | None) -> int | None:
+    if value is None:
+        return None
+    return len([part for part in value.split(",") if part.strip()])
+
+
+def _effective_env(timeline: list[Event]) -> Event | None:
+    """The CUDA_VISIBLE_DEVICES assignment that takes effect: one made before CUDA is touched."""
+    for event in timeline:
+        if event.kind in ("cuda", "config"):
+            return None
+        if event.kind == "env-set":
+            return event
+    return None
+
+
+class ScriptMultiGpuBatch(Check):
+    id = "multi-gpu-batch"
+    title = "Trainer batch silently multiplied by the visible GPUs"
+    scopes = ("script",)
+
+    def run(self, ctx: Context) -> list[Finding]:
+        result = analysis(ctx)
+        configs = {e.site: e for e in result.timeline if e.kind == "config"}
+        if not configs or result.torchrun:
+            return []
+        pinned = _effective_env(result.timeline)
+        visible = _devices(pinned.value) if pinned is not None else ctx.gpus
+        findings = []
+        for event in configs.values():
+            per_device, accumulation = event.value
+            intended = per_device * accumulation
+            launch = f"{event.detail} built at {event.site}{_via(event.stack)}, script run with plain `python`"
+            fix = (f"Launch with `torchrun --nproc_per_node N`, or set CUDA_VISIBLE_DEVICES first thing in "
+                   f"{event.owner} (before the {event.detail} is built).")
+            if visible is None:
+                findings.append(self.finding(
+                    Status.WARN,
+                    f"{launch}: the Trainer uses DataParallel over every visible GPU, so train_batch_size = "
+                    f"{per_device} x N GPUs (with 2 GPUs, {per_device} becomes {2 * per_device}). The number of "
+                    f"GPUs is unknown here.",
+                    where=event.site, hint=f"Pass --gpus N to check a plan. {fix}"))
+            elif visible > 1:
+                findings.append(self.finding(
+                    Status.FAIL,
+                    f"{launch}, {visible} visible GPUs: train_batch_size = {per_device} x {visible} = "
+                    f"{per_device * visible} per step (DataParallel), {per_device * visible * accumulation} per "
+                    f"optimizer step instead of {intended}.",
+                    where=event.site, hint=fix))
+        return findings
+
+
+class ScriptCudaVisibleDevicesLate(Check):
+    id = "cuda-visible-devices-late"
+    title = "CUDA_VISIBLE_DEVICES set after it can take effect"
+    scopes = ("script",)
+
+    def run(self, ctx: Context) -> list[Finding]:
+        result = analysis(ctx)
+        findings, seen = [], set()
+        effective = _effective_env(result.timeline)
+        lock = None
+        for event in result.timeline:
+            if event.kind in ("cuda", "config") and lock is None:
+                lock = event
+            if event.kind != "env-set" or lock is None or event.site in seen:
+                continue
+            seen.add(event.site)
+            if effective is not None and effective.value is not None and effective.value == event.value:
+                continue  # repeats a value that already took effect
+            what = f"the {lock.detail} built" if lock.kind == "config" else f"{lock.detail}"
+            owner = lock.owner or lock.site.rsplit(":", 1)[0]
+            findings.append(self.finding(
+                Status.FAIL,
+                f"CUDA_VISIBLE_DEVICES is set at {event.site}{_via(event.stack)}, after {what} at {lock.site}"
+                f"{_via(lock.stack)}: by then the number of GPUs is fixed, so the setting has no effect.",
+                where=event.site,
+                hint=f"Set os.environ['CUDA_VISIBLE_DEVICES'] before anything touches CUDA: first thing in "
+                     f"{owner}, above line {lock.site.rsplit(':', 1)[1]} (after a bare `import torch` is fine), "
+                     f"or export it in the shell."))
+        return findings
+
+
+CHECKS: list[Check] = [
+    ScriptDtypeMismatch(),
+    ScriptGradInference(),
+    ScriptMultiGpuBatch(),
+    ScriptCudaVisibleDevicesLate(),
+]

@@ -1,0 +1,221 @@
+"""A user's script and the local modules it imports, parsed (never run), with import aliases resolved.
+
+A module is *local* when it is a ``.py`` file (or a package folder) under the script's folder, the
+way ``python script.py`` puts that folder first on ``sys.path``. Everything else (torch, numpy,
+transformers ...) is a library: its names are kept as dotted strings (``np.random.rand`` ->
+``numpy.random.rand``) so checks compare qualified names, never bare spellings.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import BadInputError
+
+MAX_MODULES = 60  # a script's own helper modules; more than this is a package, not a script
+
+
+@dataclass(eq=False)
+class ClassInfo:
+    name: str
+    qualname: str
+    module: Module
+    node: ast.ClassDef
+    bases: list[str]  # resolved qualified names of the bases
+    methods: dict[str, ast.FunctionDef]
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+@dataclass(eq=False)
+class Module:
+    name: str  # dotted import name; "__main__" for the entry script
+    path: Path
+    tree: ast.Module
+    package: str  # the package relative imports start from
+    aliases: dict[str, str] = field(default_factory=dict)  # local name -> qualified name
+    functions: dict[str, ast.FunctionDef] = field(default_factory=dict)
+    classes: dict[str, ClassInfo] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def display(path: Path) -> str:
+    """A path as the user would type it: relative to the current folder when it is below it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+class Project:
+    """The entry script plus every local module reachable through its imports."""
+
+    def __init__(self, entry: Path):
+        entry = Path(entry)
+        if not entry.is_file():
+            raise BadInputError(f"{entry}: no such script", hint="Pass the path of a Python file.")
+        self.root = entry.resolve().parent
+        self.modules: dict[str, Module] = {}
+        self.entry = self._parse("__main__", entry.resolve(), package="")
+        self._index(self.entry)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _parse(self, name: str, path: Path, package: str) -> Module:
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInputError(f"{display(path)}: cannot read the script ({exc})") from exc
+        try:
+            tree = ast.parse(source, filename=str(path))
+        except SyntaxError as exc:
+            raise BadInputError(
+                f"{display(path)}:{exc.lineno}: not valid Python ({exc.msg})",
+                hint="The doctor parses scripts without running them; fix the syntax first.",
+            ) from exc
+        module = Module(name=name, path=path, tree=tree, package=package)
+        self.modules[name] = module
+        return module
+
+    def find_local(self, name: str) -> Path | None:
+        parts = name.split(".")
+        base = self.root.joinpath(*parts)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def load(self, name: str) -> Module | None:
+        """The local module of this dotted name (parsed once), or None for a library."""
+        if name in self.modules:
+            return self.modules[name]
+        if len(self.modules) >= MAX_MODULES:
+            return None
+        path = self.find_local(name)
+        if path is None:
+            return None
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        module = self._parse(name, path, package)
+        self._index(module)
+        return module
+
+    def _absolute(self, module: Module, node: ast.ImportFrom) -> str:
+        if not node.level:
+            return node.module or ""
+        base = module.package.split(".") if module.package else []
+        if node.level > 1:
+            base = base[: len(base) - (node.level - 1)]
+        return ".".join([*base, *([node.module] if node.module else [])])
+
+    def _index(self, module: Module) -> None:
+        """Aliases from every import (any depth: imports inside functions count), top-level defs."""
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.asname:
+                        module.aliases[alias.asname] = alias.name
+                    else:
+                        top = alias.name.split(".")[0]
+                        module.aliases[top] = top
+                    self.load(alias.name)
+            elif isinstance(node, ast.ImportFrom):
+                source = self._absolute(module, node)
+                for alias in node.names:
+                    if alias.name == "*":
+                        continue
+                    qualified = f"{source}.{alias.name}" if source else alias.name
+                    module.aliases[alias.asname or alias.name] = qualified
+                    # ``from pkg import submodule`` imports a module, not a name.
+                    if self.find_local(qualified) is not None:
+                        self.load(qualified)
+                if source:
+                    self.load(source)
+        for stmt in module.tree.body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                module.functions[stmt.name] = stmt
+                module.aliases[stmt.name] = f"{module.name}.{stmt.name}"
+            elif isinstance(stmt, ast.ClassDef):
+                methods = {
+                    item.name: item for item in stmt.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+                }
+                info = ClassInfo(stmt.name, f"{module.name}.{stmt.name}", module, stmt, [], methods)
+                module.classes[stmt.name] = info
+                module.aliases[stmt.name] = info.qualname
+        for info in module.classes.values():
+            info.bases = [self.qualname(module, base) or "" for base in info.node.bases]
+
+    # -- names ---------------------------------------------------------------------------------
+
+    def qualname(self, module: Module, expr: ast.AST) -> str | None:
+        """``np.random.rand`` -> ``numpy.random.rand``; None when the base is a local variable."""
+        if isinstance(expr, ast.Name):
+            return module.aliases.get(expr.id)
+        if isinstance(expr, ast.Attribute):
+            base = self.qualname(module, expr.value)
+            return f"{base}.{expr.attr}" if base else None
+        return None
+
+    def split(self, qualname: str) -> tuple[Module, str] | None:
+        """A qualified name inside a local module: (module, rest), else None."""
+        parts = qualname.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            name = ".".join(parts[:cut])
+            module = self.modules.get(name)
+            if module is not None:
+                return module, ".".join(parts[cut:])
+        return None
+
+    def local_class(self, qualname: str | None) -> ClassInfo | None:
+        if not qualname:
+            return None
+        found = self.split(qualname)
+        if found is None:
+            return None
+        module, rest = found
+        info = module.classes.get(rest)
+        if info is None and rest in module.aliases and module.aliases[rest] != qualname:
+            return self.local_class(module.aliases[rest])  # re-exported from another local module
+        return info
+
+    def local_function(self, qualname: str | None) -> tuple[Module, ast.FunctionDef] | None:
+        if not qualname:
+            return None
+        found = self.split(qualname)
+        if found is None:
+            return None
+        module, rest = found
+        if rest in module.functions:
+            return module, module.functions[rest]
+        if rest in module.aliases and module.aliases[rest] != qualname:
+            return self.local_function(module.aliases[rest])
+        return None
+
+    def class_chain(self, info: ClassInfo) -> list[ClassInfo]:
+        """The class and its local base classes, most derived first."""
+        chain, todo = [], [info]
+        while todo:
+            current = todo.pop(0)
+            if current in chain:
+                continue
+            chain.append(current)
+            todo.extend(base for base in map(self.local_class, current.bases) if base is not None)
+        return chain
+
+    def library_bases(self, info: ClassInfo) -> list[str]:
+        return [b for c in self.class_chain(info) for b in c.bases if b and self.local_class(b) is None]
+
+    def find_method(self, info: ClassInfo, name: str) -> tuple[ClassInfo, ast.FunctionDef] | None:
+        for current in self.class_chain(info):
+            if name in current.methods:
+                return current, current.methods[name]
+        return None
+
+
+def where(module: Module, node: ast.AST) -> str:
+    return f"{display(module.path)}:{getattr(node, 'lineno', 0)}"

@@ -1,0 +1,54 @@
+"""The static-analysis fixture corpus: one parametrized test over tests/fixtures/doctor/*/.
+
+Each case folder holds a script (``train.py`` unless expected.json says otherwise), the local
+modules it imports, and ``expected.json``::
+
+    {"runs": [{"gpus": 2,
+               "found": [{"check": "dtype-mismatch", "status": "fail", "at": ["train.py:12", "model.py:30"]}]}]}
+
+Every expected finding must be matched by its own finding of that check whose ``where`` and message
+contain all the ``at`` locations; every other finding of the four script checks is a failure of the
+test (so clean twins assert that nothing is found).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ohlora_cli.doctor import static
+from ohlora_cli.doctor.registry import Context, Status
+
+CASES = sorted(p for p in (Path(__file__).parent.parent / "fixtures" / "doctor").iterdir()
+               if (p / "expected.json").is_file())
+
+
+def _runs():
+    for case in CASES:
+        spec = json.loads((case / "expected.json").read_text())
+        for i, run in enumerate(spec["runs"]):
+            yield pytest.param(case, spec.get("script", "train.py"), run, id=f"{case.name}-{i}")
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 30
+    assert sum(len(list(c.glob("*.py"))) for c in CASES) >= 30
+
+
+@pytest.mark.parametrize("case, script, run", list(_runs()))
+def test_fixture(case, script, run, monkeypatch):
+    monkeypatch.chdir(case)
+    ctx = Context("script", gpus=run.get("gpus"), script=Path(script))
+    findings = [f for check in static.CHECKS for f in check.run(ctx)]
+    assert all(f.status is not Status.PASS for f in findings)
+
+    unmatched = list(findings)
+    for expected in run.get("found", []):
+        match = next((f for f in unmatched if f.check == expected["check"]
+                      and f.status.value == expected.get("status", "fail")
+                      and all(loc in f"{f.where} {f.message}" for loc in expected["at"])), None)
+        assert match is not None, f"expected {expected} among {[(f.check, f.where, f.message) for f in unmatched]}"
+        assert match.where in expected["at"], f"where {match.where} is not one of {expected['at']}"
+        assert match.hint, "every finding carries a fix hint"
+        unmatched.remove(match)
+    assert not unmatched, f"unexpected findings: {[(f.check, f.status.value, f.where, f.message) for f in unmatched]}"
