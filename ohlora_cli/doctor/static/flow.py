@@ -821,7 +821,7 @@ class Interpreter:
                 frame.locals[param.arg] = values[i]
             elif param.arg in kwargs:
                 frame.locals[param.arg] = kwargs[param.arg]
-            elif defaults[i] is not None and i < len(defaults):
+            elif defaults[i] is not None and _const(defaults[i]) is not None:
                 frame.locals[param.arg] = self.eval(defaults[i], Frame(module, {}))
             else:
                 frame.locals[param.arg] = UNKNOWN
