@@ -1,0 +1,158 @@
+"""``ohlora doctor``: preflight checks of the environment, recipes and users' own scripts.
+
+Import-light: nothing here imports torch; the checks import what they need when they run.
+
+- ``run_cli(targets, ...) -> int`` is the command (exit code 0 ok, 1 a failure, or a warning with
+  ``--strict``; bad usage raises our BadInputError / RecipeError, which ``cli`` renders as exit 2).
+- ``preflight(recipe, gpus=None) -> Report`` is what ``train-gan`` / ``train-llm`` run before they
+  load weights: the table goes to stderr, ``output_dir/doctor.json`` is written, and a FAIL raises
+  PreflightFailed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from pathlib import Path
+
+from ..errors import BadInputError, OhloraError, PreflightFailed
+from .registry import Check, Context, Finding, Status, all_checks, check_ids
+from .report import Report, Section, render
+
+__all__ = ["run_cli", "preflight", "run", "Report", "Finding", "Status", "Context"]
+
+
+def _run_check(check: Check, ctx: Context) -> list[Finding]:
+    try:
+        findings = check.run(ctx)
+    except BadInputError:
+        raise  # an unreadable script or recipe is bad usage (exit 2), not a check result
+    except OhloraError as exc:
+        return [check.finding(Status.FAIL, str(exc), hint=exc.hint)]
+    except Exception as exc:  # a check that crashes is a row, never an abort
+        return [check.finding(Status.ERROR, f"could not run: {type(exc).__name__}: {exc}",
+                              hint="This is a bug in ohlora's doctor; rerun with OHLORA_DEBUG=1 for details.")]
+    if not findings:
+        return [check.finding(Status.PASS, f"{check.title}: nothing found")]
+    return findings
+
+
+def _recipe_title(recipe) -> str:
+    source = getattr(recipe, "source", None)
+    return f"recipe {source}" if source else f"recipe ({getattr(recipe, 'kind', '?')})"
+
+
+def run(*, recipes: list | None = None, scripts: list[Path] | None = None, gpus: int | None = None,
+        select: list[str] | None = None, environment: bool = True) -> Report:
+    """Run the checks that apply to each target. ``environment``: include the environment section."""
+    from .env import Environment
+
+    recipes, scripts = recipes or [], scripts or []
+    checks = [c for c in all_checks() if not select or c.id in select]
+    by_scope = {scope: [c for c in checks if scope in c.scopes] for scope in ("env", "recipe", "script")}
+    needs_env = (environment and by_scope["env"]) or (recipes and by_scope["recipe"])
+    env = Environment.start() if needs_env else None
+    shared = {"gpus": gpus, "recipes": recipes, "scripts": scripts, "env": env}
+    report = Report()
+    if environment and by_scope["env"]:
+        ctx = Context("env", **shared)
+        report.sections.append(Section("environment", [f for c in by_scope["env"] for f in _run_check(c, ctx)]))
+    for recipe in recipes:
+        if by_scope["recipe"]:
+            ctx = Context("recipe", recipe=recipe, **shared)
+            report.sections.append(Section(_recipe_title(recipe),
+                                           [f for c in by_scope["recipe"] for f in _run_check(c, ctx)]))
+    for script in scripts:
+        if by_scope["script"]:
+            ctx = Context("script", script=script, **shared)
+            report.sections.append(Section(f"script {script}",
+                                           [f for c in by_scope["script"] for f in _run_check(c, ctx)]))
+    if env is not None:
+        env.wait()
+    return report
+
+
+def _list_checks(json_out: bool) -> int:
+    rows = {}
+    for check in all_checks():
+        entry = rows.setdefault(check.id, {"id": check.id, "title": check.title, "scopes": []})
+        entry["scopes"] += [s for s in check.scopes if s not in entry["scopes"]]
+    if json_out:
+        sys.stdout.write(json.dumps({"checks": list(rows.values())}) + "\n")
+        return 0
+    from rich.table import Table
+
+    from ..console import out
+
+    table = Table(title="doctor checks", title_justify="left")
+    table.add_column("id", no_wrap=True)
+    table.add_column("applies to", no_wrap=True)
+    table.add_column("what it checks")
+    for row in rows.values():
+        table.add_row(row["id"], ", ".join(row["scopes"]), row["title"])
+    out.print(table)
+    return 0
+
+
+def _split_targets(targets: list[str], overrides: list[str]) -> tuple[list, list[Path]]:
+    from .. import recipes as recipe_io
+
+    recipes, scripts = [], []
+    for target in targets:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise BadInputError(f"{target}: no such script", hint="Pass the path of a Python file.")
+            scripts.append(path)
+        else:
+            recipes.append(recipe_io.load(target, overrides))
+    if overrides and not recipes:
+        raise BadInputError("--set overrides recipe keys, but no recipe was given",
+                            hint="Pass a recipe (a .yaml file or a packaged recipe name) with --set.")
+    return recipes, scripts
+
+
+def run_cli(targets: list[str], *, json_out: bool = False, strict: bool = False, gpus: int | None = None,
+            list_checks: bool = False, select: list[str] | None = None, overrides: list[str] | None = None) -> int:
+    """The ``ohlora doctor`` command; returns its exit code."""
+    if list_checks:
+        return _list_checks(json_out)
+    select = select or []
+    known = check_ids()
+    for check_id in select:
+        if check_id not in known:
+            close = difflib.get_close_matches(check_id, known, n=1)
+            raise BadInputError(f"--select {check_id}: no such check",
+                                hint=(f"did you mean '{close[0]}'? " if close else "") + f"Known: {', '.join(known)}.")
+    recipes, scripts = _split_targets(targets, overrides or [])
+    report = run(recipes=recipes, scripts=scripts, gpus=gpus, select=select,
+                 environment=bool(recipes) or not scripts)
+    if json_out:
+        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+    else:
+        from ..console import out
+
+        render(report, out)
+    return report.exit_code(strict=strict)
+
+
+def preflight(recipe_model, *, gpus: int | None = None) -> Report:
+    """Environment + recipe checks before a launch: table on stderr, ``output_dir/doctor.json``,
+    PreflightFailed on a FAIL (``bad_input`` when any failing finding is bad input)."""
+    from ..console import err
+    from ..runtime.files import write_json
+
+    report = run(recipes=[recipe_model], gpus=gpus)
+    render(report, err)
+    write_json(Path(recipe_model.output_dir) / "doctor.json", report.to_dict())
+    failures = report.failures()
+    if failures:
+        first = failures[0]
+        where = f" ({first.where})" if first.where else ""
+        raise PreflightFailed(
+            f"the doctor's preflight found {len(failures)} failure(s); first: {first.check}{where}: {first.message}",
+            bad_input=any(f.bad_input for f in failures),
+            hint=first.hint or "See the table above; fix the failures, or pass --skip-doctor to launch anyway.",
+        )
+    return report
