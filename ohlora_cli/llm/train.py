@@ -1,0 +1,368 @@
+"""``ohlora train-llm``: SFT + LoRA with trl's SFTTrainer, backend hf or unsloth.
+
+``run`` validates the recipe, reads and checks every data row, derives the plan (devices,
+precision, per-device batch and gradient accumulation from the GLOBAL train.batch_size), runs
+the doctor's preflight and then trains: in this process for ``hf``, in a fresh process that
+imports unsloth first for ``unsloth``, under torchrun for ``--nproc N``. ``train`` is the
+training recipe itself, read top to bottom: setup / train / save / cleanup.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .. import recipes
+from ..console import info, out, warn
+from ..errors import CheckpointError, Interrupted, RecipeError, RunFailed
+from ..runtime import dist
+from ..runtime.files import write_json, write_text
+from ..runtime.signals import StopRequest
+from . import data as llm_data
+from .config import LlmRecipe
+
+
+@dataclass
+class Plan:
+    """What a run will do, derived from the recipe and the machine (printed by --dry-run)."""
+
+    backend: str
+    model: str
+    build_tiny: bool
+    device: str
+    precision: str
+    launcher: str
+    world_size: int
+    per_device_batch: int
+    grad_accum: int
+    global_batch: int
+    train_rows: int
+    valid_rows: int
+    steps_per_epoch: int
+    total_steps: int
+    note: str | None = None
+
+    def describe(self) -> list[tuple[str, str]]:
+        return [
+            ("backend", self.backend),
+            ("model", self.model + (" (tiny, built locally)" if self.build_tiny else "")),
+            ("device / precision", f"{self.device} / {self.precision}"),
+            ("processes", f"{self.world_size} ({self.launcher})"),
+            ("global batch", f"{self.global_batch} = {self.per_device_batch} per device x {self.grad_accum} "
+                             f"accumulation x {self.world_size} process{'es' if self.world_size > 1 else ''}"),
+            ("rows", f"{self.train_rows} train, {self.valid_rows} valid"),
+            ("optimizer steps", f"{self.steps_per_epoch} per epoch, {self.total_steps} in all"),
+        ]
+
+
+# ----------------------------------------------------------------------------------------------
+# run: everything before the weights load
+
+
+def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_doctor: bool,
+        nproc: int | None, merge: bool) -> None:
+    cfg: LlmRecipe = recipes.load(recipe, overrides, expect_kind="llm")
+    env = dist.dist_env()
+    relaunching = bool(nproc and nproc > 1 and dist.launcher() == "python")
+    if nproc and dist.launcher() == "torchrun":
+        raise RecipeError("--nproc: this process was already started by torchrun",
+                          hint="Drop --nproc when you launch with torchrun yourself.")
+    note = None if relaunching else one_gpu_unless_ddp(cfg)
+    train_rows, valid_rows = check_data(cfg)
+    plan = make_plan(cfg, len(train_rows), len(valid_rows), world_size=nproc if relaunching else env.world_size,
+                     local_rank=env.local_rank, note=note)
+    if env.is_main:
+        if dry_run:
+            out.print(recipes.dump(cfg), end="", highlight=False, markup=False)
+        print_plan(plan)
+    if not skip_doctor and env.is_main:
+        preflight(cfg, gpus=nproc if relaunching else None)
+    if dry_run:
+        return
+    if relaunching:
+        args = ["train-llm", str(cfg.source)] + [x for o in overrides for x in ("--set", o)]
+        args += ["--skip-doctor"] + (["--resume"] if resume else []) + (["--merge"] if merge else [])
+        dist.relaunch(nproc, args)
+        return
+    if cfg.model.backend == "unsloth":
+        run_unsloth_worker(cfg, resume=resume, merge=merge)
+        return
+    train(cfg, plan, train_rows, valid_rows, resume=resume, merge=merge)
+
+
+def one_gpu_unless_ddp(cfg: LlmRecipe) -> str | None:
+    """Several GPUs visible to one plain process: train on the first only, never DataParallel.
+
+    Must run before anything initialises CUDA: torch.cuda.device_count() asks NVML without doing so,
+    and CUDA_VISIBLE_DEVICES set now still takes effect. (train() checks again on the Trainer's args.)
+    """
+    if cfg.train.device == "cpu" or dist.launcher() == "torchrun":
+        return None
+    import torch
+
+    count = torch.cuda.device_count()
+    if count <= 1:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    first = visible.split(",")[0] if visible else "0"
+    os.environ["CUDA_VISIBLE_DEVICES"] = first
+    return (f"{count} GPUs are visible to this single process: training on GPU {first} only, with the batch "
+            f"unchanged (never DataParallel). Use --nproc {count} to train on all of them with DDP.")
+
+
+def check_data(cfg: LlmRecipe):
+    """Read and check every row, split them, and measure each row in tokens (the tokenizer loads; no weights)."""
+    rows = llm_data.read_rows(cfg.data)
+    train_rows, valid_rows = llm_data.split_rows(rows, cfg.data, cfg.seed)
+    if not train_rows:
+        raise RecipeError(f"{cfg.data.path}: no training rows ({cfg.data.split_column} is 'valid' everywhere)",
+                          hint="Mark some rows 'train', or drop the split column to hold out data.valid_fraction.")
+    build = bool(cfg.model.tiny) and not (Path(cfg.model.path) / "config.json").is_file()
+    from .backends import load_tokenizer, resolve_model
+
+    source = resolve_model(cfg, will_build=build)
+    if build:
+        from .tiny import build_tokenizer
+
+        tokenizer = build_tokenizer(rows, cfg.data)
+    else:
+        tokenizer = load_tokenizer(source, cfg)
+    llm_data.check_tokens(rows, cfg.data, tokenizer, str(llm_data.resolve_path(cfg.data.path)))
+    return train_rows, valid_rows
+
+
+def make_plan(cfg: LlmRecipe, n_train: int, n_valid: int, *, world_size: int, local_rank: int,
+              note: str | None) -> Plan:
+    from ..runtime.devices import choose_precision, resolve_device
+
+    device = resolve_device(cfg.train.device, local_rank=local_rank)
+    precision = choose_precision(cfg.train.precision, device)
+    if cfg.model.load_in_4bit and device.type != "cuda":
+        raise RecipeError("model.load_in_4bit: 4-bit QLoRA (bitsandbytes) needs a CUDA GPU; this run is on the CPU",
+                          hint="Use --set model.load_in_4bit=false.")
+    if cfg.model.backend == "unsloth" and world_size > 1:
+        raise RecipeError("model.backend: unsloth trains in one process here",
+                          hint="Use model.backend=hf for --nproc / torchrun runs.")
+    per_device, accum = dist.split_batch(cfg.train.batch_size, world_size, max_per_device=cfg.train.max_device_batch)
+    batches_per_rank = math.ceil(math.ceil(n_train / world_size) / per_device)
+    steps_per_epoch = max(batches_per_rank // accum + int(batches_per_rank % accum > 0), 1)
+    total = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
+    build = bool(cfg.model.tiny) and not (Path(cfg.model.path) / "config.json").is_file()
+    return Plan(
+        backend=cfg.model.backend, model=cfg.model.path, build_tiny=build, device=str(device), precision=precision,
+        launcher="torchrun" if world_size > 1 else dist.launcher(), world_size=world_size,
+        per_device_batch=per_device, grad_accum=accum, global_batch=per_device * accum * world_size,
+        train_rows=n_train, valid_rows=n_valid, steps_per_epoch=steps_per_epoch, total_steps=total, note=note,
+    )
+
+
+def print_plan(plan: Plan) -> None:
+    from rich.table import Table
+
+    table = Table(title="train-llm plan", show_header=False, title_justify="left")
+    for key, value in plan.describe():
+        table.add_row(key, value)
+    out.print(table)
+    if plan.note:
+        warn(plan.note)
+
+
+def preflight(cfg: LlmRecipe, *, gpus: int | None) -> None:
+    """The doctor's preflight (raises PreflightFailed on a failure)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ohlora_cli.doctor") is None:
+        warn("the doctor is not installed in this build: preflight skipped")
+        return
+    from .. import doctor
+
+    if not hasattr(doctor, "preflight"):
+        warn("ohlora_cli.doctor has no preflight yet: preflight skipped")
+        return
+    doctor.preflight(cfg, gpus=gpus)
+
+
+def run_unsloth_worker(cfg: LlmRecipe, *, resume: bool, merge: bool) -> None:
+    """unsloth patches transformers/trl/peft when imported, so it trains in a process that imports it first."""
+    out_dir = Path(cfg.output_dir)
+    resolved = out_dir / "recipe.yaml"
+    write_text(resolved, recipes.dump(cfg))
+    cmd = [sys.executable, "-m", "ohlora_cli.llm.unsloth_worker", str(resolved)]
+    cmd += (["--resume"] if resume else []) + (["--merge"] if merge else [])
+    info("[dim]unsloth backend: training in a fresh process that imports unsloth first[/dim]")
+    with StopRequest():  # Ctrl-C reaches the worker too; it saves, exits 130, and we report that
+        code = subprocess.call(cmd)
+    if code == 130:
+        raise Interrupted(f"training stopped; the checkpoint is in {out_dir / 'checkpoints'}",
+                          hint="Continue with --resume.")
+    if code == 2:
+        raise RecipeError("the unsloth run stopped on bad input (see the message above)")
+    if code:
+        raise RunFailed(f"the unsloth run failed (exit code {code}; see the messages above)")
+
+
+# ----------------------------------------------------------------------------------------------
+# train: the training recipe
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete Trainer checkpoint. trainer_state.json is written last, so a folder without
+    it is a save that was cut short and is skipped."""
+    done = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+            and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, merge: bool) -> None:
+    import torch
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from ..runtime.seeding import seed_everything
+    from . import backends
+    from .callbacks import RichProgressCallback, SampleCallback, StatsCallback, StopCallback
+    from .generate import generate_answers
+
+    # --- setup -------------------------------------------------------------------------------
+    env = dist.dist_env()
+    out_dir = Path(cfg.output_dir)
+    ckpt_dir, samples_dir, stats_path = out_dir / "checkpoints", out_dir / "samples", out_dir / "stats.jsonl"
+    last = latest_checkpoint(ckpt_dir) if resume else None
+    if resume and last is None:
+        raise CheckpointError(f"--resume: no complete checkpoint in {ckpt_dir}",
+                              hint="Run without --resume to start fresh.")
+    if env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(out_dir / "recipe.yaml", recipes.dump(cfg))
+        if not resume:
+            if ckpt_dir.exists():
+                warn(f"starting fresh: removing the earlier run's checkpoints in {ckpt_dir} (use --resume to continue)")
+                shutil.rmtree(ckpt_dir)
+            stats_path.unlink(missing_ok=True)
+            shutil.rmtree(samples_dir, ignore_errors=True)
+    seed_everything(cfg.seed)
+    if plan.build_tiny:
+        from .tiny import ensure_tiny_model
+
+        if ensure_tiny_model(cfg.model.path, cfg.model.tiny, train_rows + valid_rows, cfg.data, cfg.seed):
+            info(f"built a tiny {cfg.model.tiny} model and tokenizer in {cfg.model.path}")
+    source = backends.resolve_model(cfg)
+    device = torch.device(plan.device)
+    if cfg.model.backend == "hf":  # unsloth brings its own loss head
+        from .compat import use_torch_loss_head_on_cpu
+
+        use_torch_loss_head_on_cpu(device)
+    load = backends.load_unsloth if cfg.model.backend == "unsloth" else backends.load_hf
+    model, tokenizer = load(cfg, source, plan.precision, device)
+
+    train_ds = Dataset.from_list([llm_data.example(r, cfg.data) for r in train_rows])
+    valid_ds = Dataset.from_list([llm_data.example(r, cfg.data) for r in valid_rows]) if valid_rows else None
+    evaluate = bool(valid_ds) and cfg.train.eval
+    args = SFTConfig(
+        output_dir=str(ckpt_dir), seed=cfg.seed, report_to="none", disable_tqdm=True,
+        per_device_train_batch_size=plan.per_device_batch, per_device_eval_batch_size=plan.per_device_batch,
+        gradient_accumulation_steps=plan.grad_accum,
+        num_train_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps or -1,
+        learning_rate=cfg.train.learning_rate, lr_scheduler_type=cfg.train.lr_scheduler,
+        warmup_steps=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay,
+        bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=device.type == "cpu",
+        gradient_checkpointing=cfg.train.gradient_checkpointing and cfg.model.backend == "hf",
+        logging_steps=cfg.train.logging_steps, eval_strategy="epoch" if evaluate else "no",
+        save_strategy="epoch", save_total_limit=cfg.train.save_total_limit,
+        max_length=cfg.data.max_length, completion_only_loss=True, packing=False,
+        ddp_find_unused_parameters=False,
+    )
+    if args.n_gpu > 1:  # CUDA was initialised before one_gpu_unless_ddp could narrow it: stay on one GPU
+        warn(f"{args.n_gpu} GPUs visible to one process: training on {args.device} only (never DataParallel)")
+        args._n_gpu = 1
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds if evaluate else None,
+                         processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    prompt_rows = valid_rows or train_rows
+    if cfg.generate.max_prompts:
+        prompt_rows = prompt_rows[: cfg.generate.max_prompts]
+    prompts = [llm_data.generation_prompt(r.input, cfg.data, tokenizer) for r in prompt_rows]
+    end_marker, max_new = cfg.data.resolved_end_marker, cfg.generate.max_new_tokens
+    trainer.add_callback(StatsCallback(stats_path))
+    trainer.add_callback(RichProgressCallback())
+    if cfg.generate.every_epoch:
+        trainer.add_callback(SampleCallback(samples_dir, prompt_rows, prompts, end_marker=end_marker,
+                                            max_new_tokens=max_new))
+    batch = {"world_size": args.world_size, "per_device_batch": args.per_device_train_batch_size,
+             "trainer_train_batch_size": args.train_batch_size, "gradient_accumulation": args.gradient_accumulation_steps,
+             "global_batch": args.train_batch_size * args.gradient_accumulation_steps * args.world_size}
+    if batch["global_batch"] != cfg.train.batch_size:  # the DataParallel trap, or a bug of ours
+        raise RunFailed(f"the Trainer would use a global batch of {batch['global_batch']}, not train.batch_size "
+                        f"{cfg.train.batch_size} ({batch})")
+    shown = list(zip(prompt_rows, prompts, strict=True))[: cfg.generate.show]
+    before = []
+    if env.is_main:
+        write_json(out_dir / "run.json", {**asdict(plan), **batch, "resumed_from": str(last) if last else None})
+        if shown and not resume:
+            before = generate_answers(trainer.model, tokenizer, [p for _, p in shown], end_marker=end_marker,
+                                      max_new_tokens=max_new)
+
+    # --- train -------------------------------------------------------------------------------
+    with StopRequest() as stop:
+        trainer.add_callback(StopCallback(stop, env.distributed))
+        trainer.train(resume_from_checkpoint=str(last) if last else None)
+    if stop.requested and trainer.state.global_step < trainer.state.max_steps:
+        raise Interrupted(f"stopped by {stop.signal_name} at step {trainer.state.global_step}; "
+                          f"checkpoint saved in {ckpt_dir}", hint="Continue with --resume.")
+
+    # --- save --------------------------------------------------------------------------------
+    adapter_dir = out_dir / "adapter"
+    trainer.save_model(str(out_dir / "adapter.partial"))
+    if env.is_main:
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        (out_dir / "adapter.partial").replace(adapter_dir)
+        info(f"LoRA adapter and tokenizer saved in {adapter_dir}")
+        if merge:
+            merge_adapter(cfg, source, adapter_dir, out_dir / "merged", plan.precision)
+        if shown:
+            after = generate_answers(trainer.model, tokenizer, [p for _, p in shown], end_marker=end_marker,
+                                     max_new_tokens=max_new)
+            print_answers(shown, before, after)
+
+    # --- cleanup -----------------------------------------------------------------------------
+    dist.destroy_process_group()
+
+
+def merge_adapter(cfg: LlmRecipe, source: str, adapter_dir: Path, target: Path, precision: str) -> None:
+    """--merge: base weights (16-bit or fp32, never 4-bit) + the adapter, merged and saved in full."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(source, dtype=dtype,
+                                                trust_remote_code=cfg.model.trust_remote_code)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    partial = target.with_name(target.name + ".partial")
+    merged.save_pretrained(partial)
+    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.replace(target)
+    info(f"merged weights saved in {target}")
+
+
+def print_answers(shown, before: list[dict], after: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="answers", title_justify="left", show_lines=True)
+    table.add_column("input")
+    table.add_column("expected")
+    if before:
+        table.add_column("before training")
+    table.add_column("after training")
+    for i, (row, _) in enumerate(shown):
+        cells = [row.input, row.output] + ([before[i]["answer"]] if before else []) + [after[i]["answer"]]
+        table.add_row(*cells)
+    out.print(table)
