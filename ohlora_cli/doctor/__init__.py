@@ -51,7 +51,8 @@ def run(*, recipes: list | None = None, scripts: list[Path] | None = None, gpus:
     recipes, scripts = recipes or [], scripts or []
     checks = [c for c in all_checks() if not select or c.id in select]
     by_scope = {scope: [c for c in checks if scope in c.scopes] for scope in ("env", "recipe", "script")}
-    needs_env = (environment and by_scope["env"]) or (recipes and by_scope["recipe"])
+    needs_env = any(c.uses_env for c in by_scope["env"] if environment) or any(
+        c.uses_env for c in by_scope["recipe"] if recipes)
     env = Environment.start() if needs_env else None
     shared = {"gpus": gpus, "recipes": recipes, "scripts": scripts, "env": env}
     report = Report()

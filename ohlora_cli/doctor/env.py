@@ -106,6 +106,10 @@ class Environment:
         return len(self.data.get("gpus", []))
 
 
+class EnvCheck(Check):
+    uses_env = True
+
+
 def _env(ctx: Context) -> Environment:
     if ctx.env is None:
         ctx.env = Environment.start()
@@ -116,7 +120,7 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
-class TorchCheck(Check):
+class TorchCheck(EnvCheck):
     id = "torch"
     title = "torch and CUDA"
     scopes = ("env",)
@@ -135,7 +139,7 @@ class TorchCheck(Check):
         return [self.finding(Status.PASS, f"torch {data['torch']} ({build}), {seen}")]
 
 
-class GpuCheck(Check):
+class GpuCheck(EnvCheck):
     id = "gpus"
     title = "GPUs: memory and compute capability"
     scopes = ("env",)
@@ -156,7 +160,7 @@ class GpuCheck(Check):
         return rows
 
 
-class Bf16Check(Check):
+class Bf16Check(EnvCheck):
     id = "bf16"
     title = "native bf16 (compute capability 8.0+, not emulation)"
     scopes = ("env",)
@@ -174,7 +178,7 @@ class Bf16Check(Check):
         return [self.finding(Status.PASS, "native bf16 on every visible GPU")]
 
 
-class TorchvisionCheck(Check):
+class TorchvisionCheck(EnvCheck):
     id = "torchvision"
     title = "torchvision operators load"
     scopes = ("env",)
@@ -224,7 +228,7 @@ def probe_unsloth(timeout: float = UNSLOTH_TIMEOUT_S) -> tuple[bool, str]:
     return False, lines[-1] if lines else f"exit code {proc.returncode}"
 
 
-class UnslothCheck(Check):
+class UnslothCheck(EnvCheck):
     id = "unsloth"
     title = "unsloth imports (probed in a subprocess)"
     scopes = ("env",)
@@ -280,7 +284,7 @@ def supported_ranges() -> dict[str, str]:
     return ranges
 
 
-class VersionsCheck(Check):
+class VersionsCheck(EnvCheck):
     id = "library-versions"
     title = "trl / transformers / peft ... within the supported ranges"
     scopes = ("env",)
@@ -395,7 +399,7 @@ def _estimate_llm(recipe) -> dict | None:
             "checkpoint_bytes": 12 * lora, "checkpoints": recipe.train.save_total_limit + 1}
 
 
-class DiskCheck(Check):
+class DiskCheck(EnvCheck):
     id = "disk-space"
     title = "free disk in output_dir for the checkpoints"
     scopes = ("recipe",)
@@ -417,7 +421,7 @@ class DiskCheck(Check):
         return [self.finding(Status.PASS, message, where="output_dir")]
 
 
-class MemoryCheck(Check):
+class MemoryCheck(EnvCheck):
     id = "memory"
     title = "free RAM / GPU memory against the job's estimate"
     scopes = ("recipe",)
@@ -445,7 +449,7 @@ class MemoryCheck(Check):
         return [self.finding(Status.PASS, message, where=where)]
 
 
-class PrecisionCheck(Check):
+class PrecisionCheck(EnvCheck):
     id = "precision"
     title = "train.device / train.precision fit this machine"
     scopes = ("recipe",)

@@ -69,6 +69,7 @@ class Check:
     id: str = ""
     title: str = ""
     scopes: tuple[str, ...] = ()
+    uses_env: bool = False  # reads the environment probe (started early, in parallel, when selected)
 
     def run(self, ctx: Context) -> list[Finding]:
         raise NotImplementedError

@@ -1,0 +1,130 @@
+"""Recipe checks: the batch derivation, environment-vs-recipe checks, the preflight contract, and
+the registry's handling of the per-kind probe modules (missing -> SKIP, crash -> ERROR)."""
+
+import json
+import sys
+import types
+
+import pytest
+from typer.testing import CliRunner
+
+from ohlora_cli import recipes
+from ohlora_cli.cli import app
+from ohlora_cli.doctor import preflight, run
+from ohlora_cli.doctor.registry import Finding, Status
+from ohlora_cli.errors import DataError, PreflightFailed
+
+runner = CliRunner()
+
+
+def findings_of(result, check):
+    data = json.loads(result.stdout)
+    return [f for f in data["findings"] if f["check"] == check]
+
+
+@pytest.fixture(autouse=True)
+def _plain_python(monkeypatch):
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_batch_derivation_for_planned_gpus():
+    ok = runner.invoke(app, ["doctor", "gan-demo", "--json", "--select", "multi-gpu-batch", "--gpus", "2"])
+    assert ok.exit_code == 0, ok.output
+    [row] = findings_of(ok, "multi-gpu-batch")
+    assert row["status"] == "pass" and row["where"] == "train.batch_size"
+    assert row["message"].startswith("16 per device x 2 process(es)") and row["message"].endswith("= 32")
+
+    bad = runner.invoke(app, ["doctor", "gan-demo", "--json", "--select", "multi-gpu-batch", "--gpus", "3"])
+    assert bad.exit_code == 1
+    [row] = findings_of(bad, "multi-gpu-batch")
+    assert row["status"] == "fail" and "not divisible" in row["message"] and row["where"] == "train.batch_size"
+
+
+def test_batch_derivation_with_accumulation_and_torchrun(monkeypatch):
+    result = runner.invoke(app, ["doctor", "llm-demo", "--json", "--select", "multi-gpu-batch",
+                                 "--set", "train.max_device_batch=2"])
+    [row] = findings_of(result, "multi-gpu-batch")
+    assert row["message"].startswith("2 per device x 1 process(es) [python] x 4 accumulation = 8")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    result = runner.invoke(app, ["doctor", "llm-demo", "--json", "--select", "multi-gpu-batch"])
+    [row] = findings_of(result, "multi-gpu-batch")
+    assert row["status"] == "pass" and "2 per device x 4 process(es) [torchrun] x 1 accumulation = 8" in row["message"]
+
+
+def test_precision_the_machine_lacks_is_bad_input():
+    result = runner.invoke(app, ["doctor", "gan-demo", "--json", "--select", "precision",
+                                 "--set", "train.precision=bf16", "--set", "train.device=auto"])
+    [row] = findings_of(result, "precision")
+    has_gpu = "no CUDA" not in row["message"]
+    if not has_gpu:
+        assert row["status"] == "fail" and row["where"] == "train.precision"
+        assert result.exit_code == 1
+
+
+def _fake_probe_module(monkeypatch, **functions):
+    module = types.ModuleType("ohlora_cli.doctor.probes.gan")
+    for name, fn in functions.items():
+        setattr(module, name, fn)
+    monkeypatch.setitem(sys.modules, "ohlora_cli.doctor.probes.gan", module)
+
+
+def test_kind_probe_results_crashes_and_bad_input_become_rows(monkeypatch):
+    def data(recipe, ctx):
+        raise DataError("labels.csv row 7, column eyes_score: 'n/a' is not a number")
+
+    def dtype_mismatch(recipe, ctx):
+        assert ctx.gpus == 2
+        return [Finding("dtype-mismatch", Status.FAIL, "mapping.label_weight float32 meets float64 labels",
+                        where="mapping", hint="cast")]
+
+    def grad_inference(recipe, ctx):
+        raise RuntimeError("boom")
+
+    _fake_probe_module(monkeypatch, data=data, dtype_mismatch=dtype_mismatch, grad_inference=grad_inference)
+    recipe = recipes.load("gan-demo")
+    report = run(recipes=[recipe], gpus=2, select=["recipe-data", "dtype-mismatch", "grad-inference"],
+                 environment=False)
+    rows = {f.check: f for f in report.findings}
+    assert rows["recipe-data"].status is Status.FAIL and rows["recipe-data"].bad_input
+    assert "row 7" in rows["recipe-data"].message
+    assert rows["dtype-mismatch"].status is Status.FAIL and rows["dtype-mismatch"].where == "mapping"
+    assert rows["grad-inference"].status is Status.ERROR and "boom" in rows["grad-inference"].message
+    assert report.exit_code() == 1
+
+
+def test_missing_probe_function_is_a_skip(monkeypatch):
+    _fake_probe_module(monkeypatch)
+    report = run(recipes=[recipes.load("gan-demo")], select=["grad-inference"], environment=False)
+    [row] = report.findings
+    assert row.status is Status.SKIP and "grad_inference" in row.message
+
+
+def test_preflight_writes_doctor_json_and_stops_on_bad_input(tmp_path, monkeypatch):
+    _fake_probe_module(monkeypatch, data=lambda recipe, ctx: [], dtype_mismatch=lambda recipe, ctx: [],
+                       grad_inference=lambda recipe, ctx: [])
+    recipe = recipes.load("gan-demo", [f"output_dir={tmp_path / 'run'}"])
+    report = preflight(recipe)
+    saved = json.loads((tmp_path / "run" / "doctor.json").read_text())
+    assert saved == report.to_dict() and saved["ok"] is True
+    checks = {f["check"] for f in saved["findings"]}
+    assert {"torch", "library-versions", "multi-gpu-batch", "disk-space", "memory", "dtype-mismatch"} <= checks
+
+    with pytest.raises(PreflightFailed) as stopped:
+        preflight(recipe, gpus=3)  # 32 images cannot be split over 3 processes
+    assert stopped.value.exit_code == 2
+    assert "train.batch_size" in str(stopped.value)
+    assert json.loads((tmp_path / "run" / "doctor.json").read_text())["ok"] is False
+
+
+def test_preflight_failure_that_is_not_bad_input_exits_1(tmp_path, monkeypatch):
+    def grad_inference(recipe, ctx):
+        return [Finding("grad-inference", Status.FAIL, "sample() retains 1.2 MB per call")]
+
+    _fake_probe_module(monkeypatch, data=lambda recipe, ctx: [], dtype_mismatch=lambda recipe, ctx: [],
+                       grad_inference=grad_inference)
+    recipe = recipes.load("gan-demo", [f"output_dir={tmp_path}"])
+    with pytest.raises(PreflightFailed) as stopped:
+        preflight(recipe)
+    assert stopped.value.exit_code == 1
