@@ -100,7 +100,7 @@ def linear_module_names(model) -> list[str]:
     return sorted(names)
 
 
-def _check_targets(model, targets) -> None:
+def check_targets(model, targets) -> None:
     if targets == "all-linear":
         return
     leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
@@ -113,7 +113,7 @@ def _check_targets(model, targets) -> None:
 def load_hf(recipe: LlmRecipe, source: str, precision: str, device) -> tuple:
     """transformers + peft: base model in the training precision (or 4-bit), LoRA on top."""
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
@@ -131,11 +131,18 @@ def load_hf(recipe: LlmRecipe, source: str, precision: str, device) -> tuple:
     if recipe.model.load_in_4bit:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=recipe.train.gradient_checkpointing)
+    return add_lora(model, recipe), tokenizer
+
+
+def add_lora(model, recipe: LlmRecipe):
+    """peft LoRA on the recipe's target modules (or the architecture's default)."""
+    from peft import LoraConfig, get_peft_model
+
     targets = target_modules(recipe, model.config.model_type)
-    _check_targets(model, targets)
+    check_targets(model, targets)
     lora = LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, lora), tokenizer
+    return get_peft_model(model, lora)
 
 
 def load_unsloth(recipe: LlmRecipe, source: str, precision: str, device) -> tuple:
@@ -152,7 +159,7 @@ def load_unsloth(recipe: LlmRecipe, source: str, precision: str, device) -> tupl
     targets = target_modules(recipe, model.config.model_type)
     if targets == "all-linear":
         targets = linear_module_names(model)
-    _check_targets(model, targets)
+    check_targets(model, targets)
     model = FastLanguageModel.get_peft_model(
         model, r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
         target_modules=targets, bias="none", random_state=recipe.seed,

@@ -47,21 +47,25 @@ def build_tokenizer(rows: list[Row], cfg: LlmData, vocab_size: int = 512):
     return tokenizer
 
 
-def build_model(arch: str, tokenizer, max_length: int, seed: int):
-    """A randomly initialised GPT-NeoX or Llama causal LM sized for a CPU."""
-    import torch
-    from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
+def tiny_config(arch: str, tokenizer, max_length: int):
+    """The model config of a tiny GPT-NeoX or Llama causal LM sized for a CPU."""
+    from transformers import GPTNeoXConfig, LlamaConfig
 
     ids = {"vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id,
            "bos_token_id": tokenizer.bos_token_id, "pad_token_id": tokenizer.pad_token_id,
            "max_position_embeddings": max(max_length, 64)}
     if arch == "gpt-neox":
-        config = GPTNeoXConfig(**SIZES, **ids, tie_word_embeddings=False)
-    else:
-        config = LlamaConfig(**SIZES, **ids, num_key_value_heads=SIZES["num_attention_heads"],
-                             tie_word_embeddings=False)
+        return GPTNeoXConfig(**SIZES, **ids, tie_word_embeddings=False)
+    return LlamaConfig(**SIZES, **ids, num_key_value_heads=SIZES["num_attention_heads"], tie_word_embeddings=False)
+
+
+def build_model(arch: str, tokenizer, max_length: int, seed: int):
+    """A randomly initialised tiny model (see tiny_config)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config)
+    return AutoModelForCausalLM.from_config(tiny_config(arch, tokenizer, max_length))
 
 
 def ensure_tiny_model(path: str | Path, arch: str, rows: list[Row], cfg: LlmData, seed: int) -> bool:

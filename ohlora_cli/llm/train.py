@@ -73,7 +73,7 @@ def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_
         raise RecipeError("--nproc: this process was already started by torchrun",
                           hint="Drop --nproc when you launch with torchrun yourself.")
     note = None if relaunching else one_gpu_unless_ddp(cfg)
-    train_rows, valid_rows = check_data(cfg)
+    train_rows, valid_rows, _, _ = check_data(cfg)
     plan = make_plan(cfg, len(train_rows), len(valid_rows), world_size=nproc if relaunching else env.world_size,
                      local_rank=env.local_rank, note=note)
     if env.is_main:
@@ -116,7 +116,10 @@ def one_gpu_unless_ddp(cfg: LlmRecipe) -> str | None:
 
 
 def check_data(cfg: LlmRecipe):
-    """Read and check every row, split them, and measure each row in tokens (the tokenizer loads; no weights)."""
+    """Read and check every row, split them, and measure each row in tokens (the tokenizer loads; no weights).
+
+    Returns (train rows, valid rows, tokenizer, model source).
+    """
     rows = llm_data.read_rows(cfg.data)
     train_rows, valid_rows = llm_data.split_rows(rows, cfg.data, cfg.seed)
     if not train_rows:
@@ -133,7 +136,7 @@ def check_data(cfg: LlmRecipe):
     else:
         tokenizer = load_tokenizer(source, cfg)
     llm_data.check_tokens(rows, cfg.data, tokenizer, str(llm_data.resolve_path(cfg.data.path)))
-    return train_rows, valid_rows
+    return train_rows, valid_rows, tokenizer, source
 
 
 def make_plan(cfg: LlmRecipe, n_train: int, n_valid: int, *, world_size: int, local_rank: int,

@@ -20,7 +20,7 @@ def main(recipe_path: str, resume: bool, merge: bool) -> None:
     from ohlora_cli.runtime import dist
 
     cfg = recipes.load(recipe_path, expect_kind="llm")
-    train_rows, valid_rows = check_data(cfg)
+    train_rows, valid_rows, _, _ = check_data(cfg)
     env = dist.dist_env()
     plan = make_plan(cfg, len(train_rows), len(valid_rows), world_size=env.world_size,
                      local_rank=env.local_rank, note=None)
