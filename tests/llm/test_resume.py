@@ -1,0 +1,62 @@
+"""Ctrl-C saves a checkpoint and exits 130; --resume continues the step count from it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from llm_helpers import write_recipe
+from typer.testing import CliRunner
+
+from ohlora_cli.cli import app
+
+
+def logged_steps(run):
+    path = run / "stats.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if '"loss"' in line]
+
+
+def test_ctrl_c_saves_and_resume_continues(tmp_path):
+    recipe = write_recipe(tmp_path, extra="")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ohlora_cli", "train-llm", str(recipe), "--skip-doctor",
+           "--set", "train.max_steps=5000", "--set", "generate.every_epoch=false", "--set", "train.eval=false"]
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OHLORA_DEBUG": ""})
+        deadline = time.time() + 240
+        while max(logged_steps(run), default=0) < 3:
+            assert proc.poll() is None, (tmp_path / "log.txt").read_text()
+            assert time.time() < deadline, "training did not start"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+    output = (tmp_path / "log.txt").read_text()
+    assert code == 130, output
+    assert "interrupted" in output and "--resume" in output
+    checkpoints = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints, output
+    stopped_at = checkpoints[-1]
+    assert 3 <= stopped_at < 5000
+    assert (run / "checkpoints" / f"checkpoint-{stopped_at}" / "trainer_state.json").is_file()
+
+    result = CliRunner().invoke(app, ["train-llm", str(recipe), "--skip-doctor", "--resume",
+                                      "--set", f"train.max_steps={stopped_at + 4}",
+                                      "--set", "generate.every_epoch=false", "--set", "train.eval=false"])
+    assert result.exit_code == 0, result.output
+    steps = logged_steps(run)
+    after = steps[steps.index(stopped_at) + 1:] if stopped_at in steps else [s for s in steps if s > stopped_at]
+    assert after == [stopped_at + 1, stopped_at + 2, stopped_at + 3, stopped_at + 4]
+    plan = json.loads((run / "run.json").read_text())
+    assert plan["resumed_from"].endswith(f"checkpoint-{stopped_at}")
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_resume_without_checkpoint_is_bad_input(tmp_path):
+    recipe = write_recipe(tmp_path)
+    result = CliRunner().invoke(app, ["train-llm", str(recipe), "--skip-doctor", "--resume"])
+    assert result.exit_code == 2
+    assert "no complete checkpoint" in result.output
