@@ -97,8 +97,6 @@ def _list_checks(json_out: bool) -> int:
 
 
 def _split_targets(targets: list[str], overrides: list[str]) -> tuple[list, list[Path]]:
-    from .. import recipes as recipe_io
-
     recipes, scripts = [], []
     for target in targets:
         if target.endswith(".py"):
@@ -107,6 +105,8 @@ def _split_targets(targets: list[str], overrides: list[str]) -> tuple[list, list
                 raise BadInputError(f"{target}: no such script", hint="Pass the path of a Python file.")
             scripts.append(path)
         else:
+            from .. import recipes as recipe_io  # pydantic + yaml: only when a recipe is given
+
             recipes.append(recipe_io.load(target, overrides))
     if overrides and not recipes:
         raise BadInputError("--set overrides recipe keys, but no recipe was given",
