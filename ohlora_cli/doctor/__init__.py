@@ -44,11 +44,14 @@ def _recipe_title(recipe) -> str:
 
 
 def run(*, recipes: list | None = None, scripts: list[Path] | None = None, gpus: int | None = None,
-        select: list[str] | None = None, environment: bool = True) -> Report:
-    """Run the checks that apply to each target. ``environment``: include the environment section."""
+        select: list[str] | None = None, environment: bool | None = None) -> Report:
+    """Run the checks that apply to each target. ``environment``: include the environment section
+    (default: when a recipe is checked, or nothing else is; a script alone is analysed statically)."""
     from .env import Environment
 
     recipes, scripts = recipes or [], scripts or []
+    if environment is None:
+        environment = bool(recipes) or not scripts
     checks = [c for c in all_checks() if not select or c.id in select]
     by_scope = {scope: [c for c in checks if scope in c.scopes] for scope in ("env", "recipe", "script")}
     needs_env = any(c.uses_env for c in by_scope["env"] if environment) or any(
@@ -127,8 +130,7 @@ def run_cli(targets: list[str], *, json_out: bool = False, strict: bool = False,
             raise BadInputError(f"--select {check_id}: no such check",
                                 hint=(f"did you mean '{close[0]}'? " if close else "") + f"Known: {', '.join(known)}.")
     recipes, scripts = _split_targets(targets, overrides or [])
-    report = run(recipes=recipes, scripts=scripts, gpus=gpus, select=select,
-                 environment=bool(recipes) or not scripts)
+    report = run(recipes=recipes, scripts=scripts, gpus=gpus, select=select)
     if json_out:
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")
     else:

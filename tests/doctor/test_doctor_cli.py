@@ -112,3 +112,16 @@ def test_strict_turns_a_warning_into_exit_1_and_gpus_into_a_failure():
 def test_set_without_a_recipe_is_usage_error():
     result = doctor(FIXTURES / "seed1_float_fix" / "train.py", "--set", "train.batch_size=4")
     assert result.exit_code == 2
+
+
+def test_doctor_package_and_script_analysis_import_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ohlora_cli.doctor as d\n"
+        f"d.run(scripts=[__import__('pathlib').Path({str(FIXTURES / 'seed3_config_module' / 'train.py')!r})])\n"
+        "print(','.join(m for m in ('torch', 'transformers', 'trl', 'pydantic') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
