@@ -97,3 +97,15 @@ def test_shipped_demo_data_reads():
     c = LlmData(path="package:llm-demo-dialogue.csv", template=TEMPLATE)
     train, valid = data.split_rows(data.read_rows(c), c, seed=0)
     assert len(train) >= 40 and len(valid) >= 5
+
+
+def test_packaged_recipes_validate():
+    from ohlora_cli import recipes
+
+    demo = recipes.load("llm-demo", expect_kind="llm")
+    assert demo.model.tiny == "gpt-neox" and demo.data.path.startswith("package:")
+    oh = recipes.load("llm-polyglot-lora", expect_kind="llm")
+    assert oh.model.path == "EleutherAI/polyglot-ko-1.3b"
+    assert (oh.lora.r, oh.lora.alpha, oh.lora.dropout, oh.lora.target_modules) == (128, 16, 0.05, ["query_key_value"])
+    assert (oh.train.batch_size, oh.train.epochs, oh.train.learning_rate) == (4, 80, 2e-4)
+    assert oh.data.resolved_end_marker == "(답변 종료)"
