@@ -117,11 +117,17 @@ def evaluate(G: Callable, scorer: Callable, *, label_names: list[str] | None = N
     return result
 
 
-def evaluate_run(G, scorer, *, recipe, output_dir: str | Path, kimg: float, center=None, scale=None,
+def evaluate_run(G, scorer, *, recipe, output_dir: str | Path, kimg: float, labels=None,
                  device=None) -> LabelControlResult:
     """What a training run calls (rank 0): settings from ``train.label_control``, the PNG under
-    ``output_dir/label_control/``. Returns the result; merge ``result.metrics`` into stats.jsonl."""
+    ``output_dir/label_control/``. ``labels``: the run's label table in G's label space; the sweep
+    is then ``mean + t * std`` of each column (exactly -2..+2 when the labels are standardised).
+    Returns the result; merge ``result.metrics`` into stats.jsonl."""
     settings = recipe.train.label_control
+    center = scale = None
+    if labels is not None:
+        table = torch.as_tensor(labels, dtype=torch.float64)
+        center, scale = table.mean(0).float(), table.std(0, unbiased=False).clamp(min=1e-12).float()
     png = Path(output_dir) / "label_control" / f"label-control-{kimg_tag(kimg)}.png"
     return evaluate(G, scorer, label_names=list(recipe.data.label_columns), steps=settings.steps,
                     samples=settings.samples, seed=recipe.seed, center=center, scale=scale,

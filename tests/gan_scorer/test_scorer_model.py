@@ -62,7 +62,7 @@ def test_raw_units_and_label_space_mapping():
     scorer.label_mean.copy_(torch.tensor([10.0, 20.0, 30.0]))
     scorer.label_std.copy_(torch.tensor([2.0, 4.0, 8.0]))
     images = torch.randn(3, 3, 16, 16)
-    z = scorer.standardized(images)
+    z = scorer(images, standardized=True)
     raw = scorer(images)
     assert torch.allclose(raw, z * scorer.label_std + scorer.label_mean)
     # a GAN run on columns [c, a] with its own standardisation statistics
