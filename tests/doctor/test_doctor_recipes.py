@@ -128,3 +128,21 @@ def test_preflight_failure_that_is_not_bad_input_exits_1(tmp_path, monkeypatch):
     with pytest.raises(PreflightFailed) as stopped:
         preflight(recipe)
     assert stopped.value.exit_code == 1
+
+
+def test_real_gan_probe_reports_a_bad_label_cell_through_the_cli(tmp_path):
+    pytest.importorskip("ohlora_cli.doctor.probes.gan")
+    from PIL import Image
+
+    rows = ["img_path,brightness,position"]
+    for n in range(4):
+        Image.new("RGB", (16, 16), (40 * n, 80, 120)).save(tmp_path / f"{n}.png")
+        rows.append(f"{n}.png,{'n/a' if n == 2 else n / 2},{-n / 3}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = runner.invoke(app, ["doctor", "gan-demo", "--json", "--select", "recipe-data",
+                                 "--set", f"data.csv={tmp_path / 'labels.csv'}", "--set", "data.synthetic=null",
+                                 "--set", f"output_dir={tmp_path / 'run'}"])
+    assert result.exit_code == 1, result.output
+    [row] = findings_of(result, "recipe-data")
+    assert row["status"] == "fail"
+    assert "labels.csv" in row["message"] and "brightness" in row["message"]
