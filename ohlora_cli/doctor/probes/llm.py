@@ -66,10 +66,14 @@ def _batch(recipe, tokenizer, rows, size: int):
 
 
 def data(recipe, ctx) -> list[Finding]:
+    from pathlib import Path
+
     train_rows, valid_rows, tokenizer, source = _checked(recipe, ctx)
+    built = recipe.model.tiny and not (Path(recipe.model.path) / "config.json").is_file()
+    model = f"a tiny {recipe.model.tiny} to be built at {source}" if built else source
     findings = [Finding("recipe-data", Status.PASS,
                         f"{len(train_rows)} train / {len(valid_rows)} valid rows, every row within "
-                        f"data.max_length {recipe.data.max_length} tokens; model from {source}",
+                        f"data.max_length {recipe.data.max_length} tokens; model: {model}",
                         where="data.path")]
     if not valid_rows:
         findings.append(Finding("recipe-data", Status.WARN, "no validation rows: no evaluation and no sample "
