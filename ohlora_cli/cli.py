@@ -65,7 +65,7 @@ NprocOpt = Annotated[
 ]
 
 
-def _report(exc: BaseException, code: int) -> None:
+def _report(exc: BaseException, code: int, message: str | None = None, hint: str | None = None) -> None:
     from rich.markup import escape
 
     from .console import err
@@ -73,8 +73,8 @@ def _report(exc: BaseException, code: int) -> None:
     if os.environ.get("OHLORA_DEBUG") == "1":
         traceback.print_exception(exc)
     label = {2: "error", 130: "interrupted"}.get(code, "failed")
-    err.print(f"[bold red]{label}:[/bold red] {escape(str(exc))}", highlight=False)
-    hint = getattr(exc, "hint", None)
+    err.print(f"[bold red]{label}:[/bold red] {escape(message or str(exc))}", highlight=False)
+    hint = hint or getattr(exc, "hint", None)
     if hint:
         err.print(f"[dim]hint:[/dim] {escape(hint)}", highlight=False)
 
@@ -94,12 +94,11 @@ def _guard(fn):
             _report(exc, exc.exit_code)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:
-            _report(RuntimeError("stopped by Ctrl-C"), 130)
-            raise typer.Exit(130) from exc
+            _report(exc, 130, "stopped by Ctrl-C")
+            raise typer.Exit(130) from None
         except Exception as exc:  # a bug of ours: say so, exit 1, traceback only on request
-            if os.environ.get("OHLORA_DEBUG") != "1":
-                exc.hint = "This is a bug in ohlora; rerun with OHLORA_DEBUG=1 to see the traceback."
-            _report(RuntimeError(f"internal error: {type(exc).__name__}: {exc}"), 1)
+            _report(exc, 1, f"internal error: {type(exc).__name__}: {exc}",
+                    hint="This is a bug in ohlora; rerun with OHLORA_DEBUG=1 to see the traceback.")
             raise typer.Exit(1) from None
 
     return wrapper

@@ -50,3 +50,27 @@ def test_python_dash_m_works():
     out = subprocess.run([sys.executable, "-m", "ohlora_cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0
     assert out.stdout.strip() == f"ohlora {__version__}"
+
+
+
+def _boom():
+    raise ZeroDivisionError("deliberate")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_internal_error_exits_1_traceback_only_with_debug(capfd, monkeypatch, debug):
+    import typer
+
+    from ohlora_cli.cli import _guard
+
+    if debug:
+        monkeypatch.setenv("OHLORA_DEBUG", "1")
+    else:
+        monkeypatch.delenv("OHLORA_DEBUG", raising=False)
+    with pytest.raises(typer.Exit) as info:
+        _guard(_boom)()
+    assert info.value.exit_code == 1
+    err = capfd.readouterr().err
+    assert "internal error: ZeroDivisionError: deliberate" in err
+    # with debug on, the traceback is the original one (it names the function that raised)
+    assert ("Traceback" in err and "in _boom" in err) == debug
