@@ -64,8 +64,10 @@ def starting_generator(ctx: RunContext) -> Generator:
 
 def property_loss(score, images: torch.Tensor, labels: torch.Tensor, label_std: torch.Tensor) -> torch.Tensor:
     """Oh-LoRA v2's loss: MSE between the frozen scorer's reading of the images and the requested
-    labels, in units of each label's spread (``label_std``), so every label weighs alike."""
-    return ((score(images).float() - labels) / label_std).square().mean()
+    labels, in units of each label's spread (``label_std``), so every label weighs alike. The
+    scorer sees the images clamped to [-1, 1], as they are saved and as label control sees them
+    (no credit for pixels pushed out of range)."""
+    return ((score(images.clamp(-1, 1)).float() - labels) / label_std).square().mean()
 
 
 class _Interval:
