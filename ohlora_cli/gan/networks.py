@@ -105,7 +105,7 @@ class MappingNetwork(nn.Module):
             self.add_module(f"dense{i}", DenseBlock(in_features, out_features, lr_mul=lr_mul))
         self.num_layers = num_layers
         if label_size:
-            self.label_weight = nn.Parameter(torch.randn(label_size, label_dim))
+            self.label_weight = nn.Parameter(torch.zeros(label_size, label_dim))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
@@ -251,7 +251,8 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
-    """``G(z, labels)`` -> images in about [-1, 1], shape ``(N, 3, R, R)``.
+    """``G(z, labels)`` -> images of shape ``(N, 3, R, R)``, clamped to [-1, 1] in eval mode
+    (training sees the raw output, as GenForce's).
 
     ``label_dim`` is the number of labels (the width of ``labels``); ``label_embed_dim`` the
     width of ``labels @ label_weight``. ``config`` holds the constructor arguments.
@@ -285,7 +286,8 @@ class Generator(nn.Module):
                 truncation_cutoff: int | None = None, random_noise: bool = False) -> torch.Tensor:
         w = self.mapping(z, labels)
         wp = self.truncation(w, truncation_psi, truncation_cutoff)
-        return self.synthesis(wp, random_noise)
+        images = self.synthesis(wp, random_noise)
+        return images if self.training else images.clamp(-1, 1)
 
     def unused_prefixes(self) -> list[str]:
         """Layers kept for GenForce key compatibility that never reach the output (lod 0)."""
