@@ -606,9 +606,9 @@ def train_adversarial(ctx: RunContext) -> None:
                 step += 1
                 tick.add(d, g, extra, stepped)
 
-                if progress is not None:
-                    progress.advance(cur_nimg, tick)
                 last = cur_nimg >= ctx.total_nimg
+                if progress is not None:
+                    progress.advance(cur_nimg, tick, force=last)
                 if log_at.due(cur_nimg) or last:
                     record = tick.record(step, cur_nimg, factor, t, ema_beta, start_time, mean_fn=mean)
                     if control_at is not None and control_at.due(cur_nimg) and label_control and not last:
@@ -711,11 +711,11 @@ class _progress:
         self.last_time, self.last_nimg = time.time(), cur_nimg
         self.progress.start()
 
-    def advance(self, cur_nimg: int, tick: _Tick) -> None:
+    def advance(self, cur_nimg: int, tick: _Tick, *, force: bool = False) -> None:
         now = time.time()
-        if now - self.last_time < 0.5:
+        if now - self.last_time < 0.5 and not force:
             return
-        speed = (cur_nimg - self.last_nimg) / (now - self.last_time)
+        speed = (cur_nimg - self.last_nimg) / max(now - self.last_time, 1e-6)
         d, g = tick.losses()
         self.progress.update(self.task, completed=cur_nimg / 1000, speed=f"{speed:.0f} img/s", d=d, g=g)
         self.last_time, self.last_nimg = now, cur_nimg

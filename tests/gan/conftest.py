@@ -72,6 +72,7 @@ def tiny_recipe(folder: Path, *, csv_path: Path | None = None, extra: str = "", 
           checkpoint_kimg: 0.032
           keep_checkpoints: 0
         """) + textwrap.indent(textwrap.dedent(extra), "  ")
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "recipe.yaml"
     path.write_text(text)
     return path

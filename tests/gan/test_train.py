@@ -1,0 +1,203 @@
+"""Training on the CPU with tiny models: artifacts, freezing, resume equivalence, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from ohlora_cli.errors import CheckpointError, DataError, RecipeError, RunFailed
+from ohlora_cli.gan import checkpoint as ckpt
+from ohlora_cli.gan import load_generator, train
+from ohlora_cli.gan.train import step_optimizer
+
+from .conftest import tiny_D, tiny_G, tiny_recipe
+
+
+def run(recipe, *overrides, resume=False, dry_run=False):
+    train.run(str(recipe), list(overrides), dry_run=dry_run, resume=resume, skip_doctor=True, nproc=None)
+
+
+def stats(folder):
+    return [json.loads(line) for line in (folder / "run" / "stats.jsonl").read_text().splitlines()]
+
+
+def tensors(path):
+    with safe_open(str(path), framework="pt") as fh:
+        return {k: fh.get_tensor(k) for k in fh.keys()}
+
+
+def test_training_run_writes_every_artifact(tmp_path):
+    recipe = tiny_recipe(tmp_path)
+    run(recipe)
+    out = tmp_path / "run"
+    records = stats(tmp_path)
+    ticks = [r for r in records if "d_loss" in r]
+    assert len(ticks) == 4 and records[-1]["done"] is True
+    for key in ("kimg", "d_loss", "g_loss", "r1", "auroc", "img_per_s", "sec_per_kimg", "g_lr"):
+        assert key in ticks[-1]
+    assert all(0 <= r["auroc"] <= 1 for r in ticks)
+    assert (out / "recipe.yaml").read_text().startswith("kind: gan")
+    grids = sorted((out / "grids").glob("*.png"))
+    assert len(grids) == 2
+    with Image.open(out / "grid-latest.png") as grid:  # 2 labels x 2 rows, 7 columns, cells upscaled to 64
+        assert grid.size == (7 * 64, 4 * 64)
+    saved = ckpt.list_checkpoints(out)
+    assert [p.name for p in saved] == ["checkpoint-00000004.safetensors", "checkpoint-00000008.safetensors"]
+    G = load_generator(out)
+    assert not G.training and G.label_dim == 2 and G.label_names == ["a", "b"]
+    images = G(torch.randn(3, 8), torch.zeros(3, 2))
+    assert images.shape == (3, 3, 8, 8) and images.abs().max() <= 1
+    names = tensors(saved[-1])
+    assert {"G.mapping.label_weight", "G_ema.truncation.w_avg", "D.label_projection", "rng.torch"} <= set(names)
+    assert any(k.startswith("opt_G.") for k in names) and any(k.startswith("opt_D.") for k in names)
+
+
+def test_default_freezing_is_oh_lora_v1(tmp_path):
+    """Default prefixes: G trains its mapping network only, D its last three layers only."""
+    recipe = tiny_recipe(tmp_path, kimg=0.016)
+    text = recipe.read_text().replace('  g_trainable: ["*"]\n', "").replace('  d_trainable: ["*"]\n', "")
+    recipe.write_text(text.replace("checkpoint_kimg: 0.032", "checkpoint_kimg: 0.008"))
+    run(recipe)
+    first, last = (tensors(p) for p in ckpt.list_checkpoints(tmp_path / "run"))
+    changed = {k for k in first if k.startswith(("G.", "D.")) and not torch.equal(first[k], last[k])}
+    last3 = tuple(f"D.{name}." for name in tiny_D(8).last_layers(3))  # layer2-4 at 8 px (Oh-LoRA: 12-14 at 256)
+    assert last3 == ("D.layer2.", "D.layer3.", "D.layer4.")
+    assert changed and all(k.startswith(("G.mapping.", "G.truncation.w_avg", "D.label_projection", *last3))
+                           for k in changed), changed
+    assert any(k.startswith("G.mapping.") for k in changed) and any(k.startswith("D.layer2.") for k in changed)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    full = tiny_recipe(tmp_path / "a", extra="style_mixing_prob: 0.9\nr1_interval: 2\nextra_g_steps: 2\nlr_schedule: cosine\n")
+    run(full)
+    done = ckpt.list_checkpoints(tmp_path / "a" / "run")
+    half = tiny_recipe(tmp_path / "b", csv_path=tmp_path / "a" / "data" / "labels.csv",
+                       extra="style_mixing_prob: 0.9\nr1_interval: 2\nextra_g_steps: 2\nlr_schedule: cosine\n")
+    (tmp_path / "b" / "run" / "checkpoints").mkdir(parents=True)
+    shutil.copy(done[0], tmp_path / "b" / "run" / "checkpoints")  # as if stopped after the first checkpoint
+    run(half, resume=True)
+    a, b = tensors(done[-1]), tensors(ckpt.latest_checkpoint(tmp_path / "b" / "run"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_checkpoint(tmp_path):
+    recipe = tiny_recipe(tmp_path, kimg=0.008)
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        run(recipe, resume=True)
+    run(recipe)
+    with pytest.raises(RecipeError, match="already holds a run"):
+        run(recipe)
+    run(recipe, "train.kimg=0.016", resume=True)  # continues to the new length
+    assert stats(tmp_path)[-1]["kimg"] == 0.016
+
+
+def test_corrupt_checkpoint_on_resume(tmp_path):
+    recipe = tiny_recipe(tmp_path, kimg=0.008)
+    run(recipe)
+    latest = ckpt.latest_checkpoint(tmp_path / "run")
+    latest.write_bytes(latest.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="checkpoint"):
+        run(recipe, resume=True)
+
+
+def test_dry_run_checks_data_and_writes_nothing(tmp_path, capsys):
+    recipe = tiny_recipe(tmp_path)
+    run(recipe, dry_run=True)
+    shown = capsys.readouterr().out
+    assert "8 per device x 1 processes x 1 accumulation = 8" in shown and "output_dir:" in shown
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "data" / "img" / "5.png").unlink()
+    with pytest.raises(DataError, match="1 of 24 image files are missing"):
+        run(recipe, dry_run=True)
+
+
+def test_start_from_a_label_free_genforce_checkpoint(tmp_path, capsys):
+    G, D = tiny_G(8, 0), tiny_D(8, 0)
+    path = tmp_path / "stylegan.pth"
+    torch.save({"generator": G.state_dict(), "generator_smooth": G.state_dict(), "discriminator": D.state_dict()}, path)
+    recipe = tiny_recipe(tmp_path, kimg=0.008)
+    recipe.write_text(recipe.read_text().replace("  label_projection: true\n", f"  label_projection: true\n  checkpoint: {path}\n"))
+    run(recipe)
+    assert "re-initialised" in capsys.readouterr().err
+    start = tensors(ckpt.latest_checkpoint(tmp_path / "run"))
+    assert torch.equal(start["D.input1.weight"], D.state_dict()["input1.weight"])  # loaded; frozen: unused at lod 0
+    assert torch.equal(start["G.synthesis.output0.weight"], G.state_dict()["synthesis.output0.weight"])
+
+
+def test_nonfinite_gradients_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([p], lr=1.0)
+    p.grad = torch.tensor([1.0, float("nan"), 0.0])
+    assert step_optimizer(opt, [p], distributed=False) is False
+    assert torch.equal(p.detach(), torch.ones(3)) and p.grad is None
+
+    from ohlora_cli.gan.loss import StyleGANLoss
+
+    original = StyleGANLoss.run_D
+    monkeypatch.setattr(StyleGANLoss, "run_D", lambda self, img, c, amp=True: original(self, img, c, amp=amp) * float("inf"))
+    with pytest.raises(RunFailed, match="NaN/Inf gradients"):
+        run(tiny_recipe(tmp_path, extra="max_nonfinite_steps: 3\n"))
+
+
+def _cli(*args, cwd, env=None):
+    return subprocess.Popen([sys.executable, "-m", "ohlora_cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path):
+    recipe = tiny_recipe(tmp_path, kimg=50)
+    proc = _cli("train-gan", str(recipe), "--skip-doctor", cwd=tmp_path)
+    stats_file = tmp_path / "run" / "stats.jsonl"
+    deadline = time.time() + 120
+    while not stats_file.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    saved = ckpt.latest_checkpoint(tmp_path / "run")
+    counters = json.loads(ckpt.read_metadata(saved)["counters"])
+    assert counters["interrupted"] and counters["cur_nimg"] > 0
+    finish = _cli("train-gan", str(recipe), "--skip-doctor", "--resume", "--set", f"train.kimg={counters['kimg'] + 0.008}",
+                  cwd=tmp_path)
+    _, err = finish.communicate(timeout=120)
+    assert finish.returncode == 0, err
+
+
+def test_bad_data_exits_2_with_one_message(tmp_path):
+    recipe = tiny_recipe(tmp_path)
+    csv_path = tmp_path / "data" / "labels.csv"
+    lines = csv_path.read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] + ",high"
+    csv_path.write_text("\n".join(lines) + "\n")
+    proc = _cli("train-gan", str(recipe), "--skip-doctor", cwd=tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert f"{csv_path}:3: column 'b': 'high' is not a number" in err.replace("\n", "")
+    assert "Traceback" not in err
+
+
+def test_two_process_gloo_run(tmp_path):
+    """--nproc 2 relaunches under torchrun (gloo on CPU); batch 8 stays global (4 per rank)."""
+    recipe = tiny_recipe(tmp_path, kimg=0.032)
+    proc = _cli("train-gan", str(recipe), "--nproc", "2", "--skip-doctor", cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    records = stats(tmp_path)
+    assert records[-1]["done"] and records[-1]["step"] == 4  # 32 images / global batch 8
+    assert len([r for r in records if r.get("done")]) == 1  # rank 0 logs alone
+    saved = ckpt.latest_checkpoint(tmp_path / "run")
+    assert json.loads(ckpt.read_metadata(saved)["counters"])["world_size"] == 2
+    assert load_generator(saved)(torch.randn(2, 8), torch.zeros(2, 2)).shape == (2, 3, 8, 8)
