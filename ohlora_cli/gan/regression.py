@@ -32,6 +32,7 @@ from . import label_control, scorer
 from .grid import fixed_z
 from .loss import StyleGANLoss
 from .networks import Generator
+from .synthetic import label_probe
 from .train import (
     RunContext,
     build_networks,
@@ -279,11 +280,18 @@ def train(ctx: RunContext) -> None:
         if ctx.is_main:
             seconds = round(time.time() - start_time, 1)
             result = control(cur_nimg)
-            ctx.log({"done": True, "kimg": cur_nimg / 1000, "step": step, "seconds": seconds, **result.metrics})
+            summary = {"done": True, "kimg": cur_nimg / 1000, "step": step, "seconds": seconds, **result.metrics}
+            if r.data.synthetic and ctx.dataset.cache is not None:  # a second opinion that is not the scorer
+                probe = label_probe(G_ema, ctx.dataset.cache.numpy(), ctx.dataset.labels.numpy(), seed=r.seed)
+                summary.update({f"pixel_probe/{n}/r": round(v, 4) for n, v in zip(names, probe, strict=True)})
+            ctx.log(summary)
             if progress is not None:
                 progress.stop()
                 progress = None
             label_control.print_table(result)
+            if "pixel_probe/" + names[0] + "/r" in summary:
+                out.print("label control, read back by a pixel ridge regressor (r, requested vs seen): "
+                          + ", ".join(f"{n} {summary[f'pixel_probe/{n}/r']:.2f}" for n in names), highlight=False)
             out.print(f"trained {cur_nimg / 1000:g} kimg in {seconds:g} s; checkpoint {path}; "
                       f"grid {ctx.out / 'grid-latest.png'}; label control "
                       f"{ctx.out / 'label_control' / f'label-control-{label_control.kimg_tag(cur_nimg / 1000)}.png'}",

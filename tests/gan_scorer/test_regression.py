@@ -10,6 +10,9 @@ from typer.testing import CliRunner
 from ohlora_cli.cli import app
 from ohlora_cli.gan import checkpoint as ckpt
 from ohlora_cli.gan import load_generator
+from ohlora_cli.gan.config import GanData
+from ohlora_cli.gan.data import GanDataset, read_table
+from ohlora_cli.gan.synthetic import label_probe
 
 from .conftest import train_gan, write_recipe
 
@@ -52,6 +55,13 @@ def test_property_regression_raises_label_control(blobs, scorer_run, shuffled_ru
     assert after["done"]
     assert min(control_r(after).values()) >= 0.8, (control_r(before), control_r(after))
     assert after["label_control/mean_r"] > before["label_control/mean_r"] + 0.3
+    # a second opinion that is not the scorer: a pixel ridge regressor fitted on the real images
+    table = read_table(GanData(csv=str(blobs / "labels.csv"), label_columns=["brightness", "position"],
+                               standardize_labels=True))
+    dataset = GanDataset(table, 16)
+    seen_before = label_probe(load_generator(shuffled_run), dataset.cache.numpy(), dataset.labels.numpy())
+    seen_after = label_probe(load_generator(out), dataset.cache.numpy(), dataset.labels.numpy())
+    assert max(abs(r) for r in seen_before) < 0.3 and min(seen_after) >= 0.6, (seen_before, seen_after)
     # the same artifacts as the adversarial method
     assert (out / "grid-latest.png").is_file() and (out / "recipe.yaml").is_file()
     assert len(list((out / "label_control").glob("*.png"))) == 3
