@@ -53,7 +53,7 @@ from .data import GanDataset, LabelTable, iter_batches, read_table, scan_images
 from .grid import fixed_z, label_sweep, save_grid
 from .loss import StyleGANLoss
 from .networks import Discriminator, Generator
-from .synthetic import ensure_synthetic
+from .synthetic import ensure_synthetic, label_probe
 
 # ------------------------------------------------------------------------------- the context
 
@@ -623,6 +623,12 @@ def train_adversarial(ctx: RunContext) -> None:
         path = save()
         if ctx.is_main:
             summary = {"done": True, "kimg": cur_nimg / 1000, "step": step, "seconds": round(time.time() - start_time, 1)}
+            if r.data.synthetic and dataset.cache is not None:  # the demo checks itself
+                probe = label_probe(G_ema, dataset.cache.numpy(), dataset.labels.numpy(), seed=r.seed)
+                summary.update({f"pixel_probe/{n}/r": round(v, 4) for n, v in zip(ctx.table.label_names, probe, strict=True)})
+                out.print("label control, read back by a pixel ridge regressor (r, requested vs seen): "
+                          + ", ".join(f"{n} {v:.2f}" for n, v in zip(ctx.table.label_names, probe, strict=True)),
+                          highlight=False)
             if label_control is not None:
                 result = label_control(G_ema, cur_nimg)
                 summary.update(result.metrics)
