@@ -130,6 +130,8 @@ def dtype_mismatch(recipe, ctx) -> list[Finding]:
     batch = max(2, min(per_device, 8))
     dataset = GanDataset(table, recipe.model.resolution, cache_mb=0)  # the real __getitem__, no preloading
     images, labels = next(iter_batches(dataset, seed=recipe.seed, start_step=0, global_batch=batch))
+    if isinstance(labels, (list, tuple)):  # per-label Python floats: collated column by column
+        labels = torch.stack([torch.as_tensor(c) for c in labels], dim=1)
     notes = [f"one real batch of {batch}: images {str(images.dtype).removeprefix('torch.')}, "
              f"labels {str(labels.dtype).removeprefix('torch.')}"]
     if recipe.model.checkpoint:
@@ -173,11 +175,16 @@ def dtype_mismatch(recipe, ctx) -> list[Finding]:
 
 
 def _live_tensor_bytes() -> int:
+    import warnings
+
     import torch
 
     gc.collect()
     total = 0
-    for obj in gc.get_objects():
+    with warnings.catch_warnings():  # isinstance() on some torch module objects warns about deprecations
+        warnings.simplefilter("ignore")
+        objects = [obj for obj in gc.get_objects() if torch.is_tensor(obj)]
+    for obj in objects:
         try:
             if torch.is_tensor(obj) and obj.device.type == "cpu":
                 total += obj.element_size() * obj.nelement()

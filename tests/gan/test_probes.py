@@ -1,0 +1,114 @@
+"""Doctor probes of GAN recipes, with injected faults."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ohlora_cli import recipes
+from ohlora_cli.doctor.probes import gan as probes
+from ohlora_cli.doctor.registry import Context, Status
+from ohlora_cli.errors import DataError
+from ohlora_cli.gan import data as gan_data
+from ohlora_cli.gan import grid
+
+from .conftest import tiny_D, tiny_G, tiny_recipe
+
+
+def load(tmp_path, **kw):
+    return recipes.load(str(tiny_recipe(tmp_path, **kw)))
+
+
+def ctx(recipe):
+    return Context(scope="recipe", recipe=recipe)
+
+
+def statuses(findings):
+    return [(f.check, f.status) for f in findings]
+
+
+def test_clean_recipe_passes_every_probe(tmp_path):
+    recipe = load(tmp_path)
+    for probe in (probes.data, probes.dtype_mismatch, probes.grad_inference):
+        findings = probe(recipe, ctx(recipe))
+        assert findings and all(f.status == Status.PASS for f in findings), findings
+
+
+def test_data_probe_names_the_bad_row(tmp_path):
+    recipe = load(tmp_path)
+    csv_path = tmp_path / "data" / "labels.csv"
+    lines = csv_path.read_text().splitlines()
+    lines[6] = lines[6].rsplit(",", 1)[0] + ",inf"
+    csv_path.write_text("\n".join(lines) + "\n")
+    try:
+        probes.data(recipe, ctx(recipe))
+    except DataError as exc:  # the registry turns it into a FAIL row (bad input)
+        assert f"{csv_path}:7: column 'b': 'inf' is not finite" in str(exc)
+    else:
+        raise AssertionError("no DataError")
+
+
+def test_data_probe_warns_about_resizing_and_raw_label_scales(tmp_path):
+    from PIL import Image
+
+    recipe = load(tmp_path)
+    Image.new("RGB", (30, 30)).save(tmp_path / "data" / "img" / "0.png")
+    csv_path = tmp_path / "data" / "labels.csv"
+    lines = csv_path.read_text().splitlines()
+    lines[1] = lines[1].rsplit(",", 1)[0] + ",250"
+    csv_path.write_text("\n".join(lines) + "\n")
+    findings = probes.data(recipe, ctx(recipe))
+    warned = {f.where: f for f in findings if f.status == Status.WARN}
+    assert "30x30 (1)" in warned["model.resolution"].message
+    assert "data.standardize_labels" in warned
+
+
+@pytest.mark.parametrize("fault", ["python floats", "numpy float64"])
+def test_dtype_probe_catches_a_float64_dataset(tmp_path, monkeypatch, fault):
+    recipe = load(tmp_path)
+    original = gan_data.GanDataset.__getitem__
+
+    def float64_labels(self, i):  # the seed's Dataset: Python floats (or pandas .values) -> float64 batches
+        image, labels = original(self, i)
+        if fault == "python floats":
+            return image, [float(v) for v in labels]
+        return image, torch.from_numpy(labels.numpy().astype(np.float64))
+
+    monkeypatch.setattr(gan_data.GanDataset, "__getitem__", float64_labels)
+    (finding,) = probes.dtype_mismatch(recipe, ctx(recipe))
+    assert finding.status == Status.FAIL and finding.check == "dtype-mismatch"
+    assert finding.where == "G.mapping"
+    assert "float64" in finding.message and "float32" in finding.message and "collate" in finding.message
+    assert "labels.to(torch.float32)" in finding.hint
+
+
+def test_dtype_probe_reports_a_float64_checkpoint_it_converts(tmp_path):
+    G, D = tiny_G(8, 0).double(), tiny_D(8, 0).double()
+    path = tmp_path / "f64.pth"
+    torch.save({"generator": G.state_dict(), "discriminator": D.state_dict()}, path)
+    recipe = load(tmp_path)
+    recipe.model.checkpoint = str(path)
+    (finding,) = probes.dtype_mismatch(recipe, ctx(recipe))
+    assert finding.status == Status.PASS
+    assert "stores float64" in finding.message and "casts it to the networks' float32" in finding.message
+    assert any(f.where == "model.checkpoint" and f.status == Status.PASS for f in probes.data(recipe, ctx(recipe)))
+
+
+def test_grad_inference_probe_catches_sampling_with_autograd(tmp_path, monkeypatch):
+    recipe = load(tmp_path)
+
+    def leaky_sweep(G, z, *, steps, chunk=64):  # train mode, no torch.no_grad(): the seed's helper
+        labels = grid.sweep_labels(G.label_dim, len(z), steps)
+        zs = z.repeat_interleave(steps, dim=0).repeat(G.label_dim, 1)
+        return G(zs, labels), G.label_dim * len(z), steps
+
+    monkeypatch.setattr(grid, "label_sweep", leaky_sweep)
+    (finding,) = probes.grad_inference(recipe, ctx(recipe))
+    assert finding.status == Status.FAIL and "saved" in finding.message and "no_grad" in finding.hint
+
+
+def test_synthetic_dataset_not_built_yet(tmp_path):
+    recipe = recipes.load("gan-demo", [f"data.csv={tmp_path}/blobs/labels.csv"])
+    assert statuses(probes.data(recipe, ctx(recipe))) == [("recipe-data", Status.PASS)]
+    assert statuses(probes.dtype_mismatch(recipe, ctx(recipe))) == [("dtype-mismatch", Status.SKIP)]
