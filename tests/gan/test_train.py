@@ -20,7 +20,7 @@ from ohlora_cli.gan import checkpoint as ckpt
 from ohlora_cli.gan import load_generator, train
 from ohlora_cli.gan.train import step_optimizer
 
-from .conftest import tiny_D, tiny_G, tiny_recipe
+from .conftest import tiny_D, tiny_G, tiny_recipe, write_dataset
 
 
 def run(recipe, *overrides, resume=False, dry_run=False):
@@ -201,3 +201,24 @@ def test_two_process_gloo_run(tmp_path):
     saved = ckpt.latest_checkpoint(tmp_path / "run")
     assert json.loads(ckpt.read_metadata(saved)["counters"])["world_size"] == 2
     assert load_generator(saved)(torch.randn(2, 8), torch.zeros(2, 2)).shape == (2, 3, 8, 8)
+
+
+def test_ohlora_v1_recipe_selects_oh_lora_layers(tmp_path, capsys):
+    from ohlora_cli import recipes
+    from ohlora_cli.gan.train import build_networks, set_trainable
+
+    recipe = recipes.load("gan-ohlora-v1")
+    with torch.device("meta"):
+        G, D = build_networks(recipe, len(recipe.data.label_columns))
+    g = set_trainable(G, recipe.train.g_trainable, key="train.g_trainable")
+    d = set_trainable(D, recipe.train.d_trainable, key="train.d_trainable")
+    assert {n for n, p in G.named_parameters() if p.requires_grad} == {n for n, _ in G.named_parameters() if n.startswith("mapping.")}
+    assert {n.split(".")[0] for n, p in D.named_parameters() if p.requires_grad} == {"layer12", "layer13", "layer14"}
+    assert len(g) == 17 and len(d) == 6  # 8 dense layers x (weight, bias) + label_weight; 3 layers x 2
+    assert D.last_layers(3) == recipe.train.d_trainable
+
+    csv_path = write_dataset(tmp_path, n=4, resolution=32, labels=recipe.data.label_columns)
+    run("gan-ohlora-v1", f"data.csv={csv_path}", "model.checkpoint=null", f"output_dir={tmp_path / 'run'}", dry_run=True)
+    shown = capsys.readouterr()
+    assert "16 per device x 1 processes x 1 accumulation = 16" in shown.out and "183 kimg" in shown.out
+    assert "4 of 4 images" in shown.err  # 32 px images will be resized to 256
