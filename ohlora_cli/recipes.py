@@ -207,6 +207,21 @@ def load(recipe: str, overrides: list[str] | None = None, *, expect_kind: str | 
     return loaded
 
 
+def reference(kind: str) -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) of every key of a kind: the README's recipe reference."""
+
+    def walk(model: type[BaseModel], prefix: str):
+        for name, field in model.model_fields.items():
+            section = _section_type(field.annotation)
+            if section is not None and getattr(field.annotation, "__origin__", None) is not dict:
+                yield from walk(section, f"{prefix}{name}.")
+            else:
+                default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+                yield f"{prefix}{name}", default, field.description or ""
+
+    return list(walk(model_class(kind), ""))
+
+
 def dump(recipe: BaseModel) -> str:
     """The resolved recipe as YAML (what a run writes to ``output_dir/recipe.yaml``)."""
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -159,3 +159,12 @@ def test_cli_unknown_recipe_name_exit_2():
     result = runner.invoke(app, ["train-llm", "no-such-recipe"])
     assert result.exit_code == 2
     assert "no-such-recipe" in result.output and "llm-demo" in result.output
+
+
+@pytest.mark.parametrize("kind", ["gan", "llm"])
+def test_readme_documents_every_recipe_key(kind):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    missing = [key for key, _, _ in recipes.reference(kind) if f"`{key}`" not in readme]
+    assert not missing, f"README.md lacks recipe keys: {missing}"

@@ -99,10 +99,12 @@ class LlmTrain(Section):
     )
     epochs: float = Field(3.0, gt=0, description="passes over the training rows")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
-    learning_rate: float = Field(2e-4, gt=0)
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate of the LoRA weights")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="learning-rate schedule over the run (transformers' names)"
+    )
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps spent warming up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a CUDA GPU when visible, else CPU")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on GPUs with native bf16, fp16 (with a loss scaler) on older GPUs, fp32 on CPU"
@@ -118,14 +120,14 @@ class LlmGenerate(Section):
         True, description="answer the validation prompts at the end of each epoch (output_dir/samples/)"
     )
     max_prompts: int | None = Field(None, ge=1, description="answer at most this many validation prompts")
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int = Field(64, ge=1, description="longest sample answer in tokens")
     show: int = Field(3, ge=0, description="answers printed before and after training")
 
 
 class LlmRecipe(RecipeBase):
     kind: Literal["llm"]
-    output_dir: str
-    seed: int = 0
+    output_dir: str = Field(description="folder of the run: recipe.yaml, run.json, stats.jsonl, checkpoints/, adapter/")
+    seed: int = Field(0, description="seed of the data split, LoRA initialisation and training")
     model: LlmModel
     data: LlmData
     lora: LlmLora = Field(default_factory=LlmLora)

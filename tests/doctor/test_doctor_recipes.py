@@ -29,13 +29,14 @@ def _plain_python(monkeypatch):
 
 
 def test_batch_derivation_for_planned_gpus():
-    ok = runner.invoke(app, ["doctor", "gan-demo", "--json", "--select", "multi-gpu-batch", "--gpus", "2"])
+    batch = ["--set", "train.batch_size=32"]  # independent of what the demo recipe uses
+    ok = runner.invoke(app, ["doctor", "gan-demo", *batch, "--json", "--select", "multi-gpu-batch", "--gpus", "2"])
     assert ok.exit_code == 0, ok.output
     [row] = findings_of(ok, "multi-gpu-batch")
     assert row["status"] == "pass" and row["where"] == "train.batch_size"
     assert row["message"].startswith("16 per device x 2 process(es)") and row["message"].endswith("= 32")
 
-    bad = runner.invoke(app, ["doctor", "gan-demo", "--json", "--select", "multi-gpu-batch", "--gpus", "3"])
+    bad = runner.invoke(app, ["doctor", "gan-demo", *batch, "--json", "--select", "multi-gpu-batch", "--gpus", "3"])
     assert bad.exit_code == 1
     [row] = findings_of(bad, "multi-gpu-batch")
     assert row["status"] == "fail" and "not divisible" in row["message"] and row["where"] == "train.batch_size"
