@@ -1,6 +1,6 @@
 """The demo learns label control; a shuffled-label control run does not.
 
-``ohlora train-gan`` (bare: the gan-demo recipe, synthetic blobs at 16 px, 24 kimg) runs in an
+``ohlora train-gan`` (bare: the gan-demo recipe, synthetic blobs at 16 px, 16 kimg) runs in an
 empty directory, and, beside it, the same recipe on the same images with the label rows shuffled.
 A ridge regressor fitted on the real pixels reads the labels back from each generator's label
 sweeps (-2..+2, fixed z): the demo must reach r >= 0.8 for both labels, the control stay below
