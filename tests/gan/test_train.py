@@ -222,3 +222,19 @@ def test_ohlora_v1_recipe_selects_oh_lora_layers(tmp_path, capsys):
     shown = capsys.readouterr()
     assert "16 per device x 1 processes x 1 accumulation = 16" in shown.out and "183 kimg" in shown.out
     assert "4 of 4 images" in shown.err  # 32 px images will be resized to 256
+
+
+def test_label_control_hook_runs_with_a_scorer(tmp_path):
+    """With model.scorer set, the adversarial loop evaluates label control during and after training."""
+    from ohlora_cli import recipes
+    from ohlora_cli.gan import scorer
+
+    recipe_path = tiny_recipe(tmp_path, kimg=0.032)
+    path = scorer.save_scorer(scorer.build_scorer(recipes.load(str(recipe_path))), tmp_path / "scorer.safetensors")
+    text = recipe_path.read_text().replace("  label_projection: true\n", f"  label_projection: true\n  scorer: {path}\n")
+    recipe_path.write_text(text + "  label_control:\n    every_kimg: 0.016\n    steps: 3\n    samples: 2\n")
+    run(recipe_path)
+    records = stats(tmp_path)
+    assert any("label_control/mean_r" in r for r in records if not r.get("done"))
+    assert "label_control/a/r" in records[-1] and records[-1]["done"]
+    assert list((tmp_path / "run" / "label_control").glob("*.png"))
