@@ -86,7 +86,10 @@ def fit_pixel_ridge(images: np.ndarray, labels: np.ndarray, alpha: float = 10.0)
     y = labels.astype(np.float64)
     x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
     xc = x - x_mean
-    weights = np.linalg.solve(xc.T @ xc + alpha * np.eye(xc.shape[1]), xc.T @ (y - y_mean))
+    if xc.shape[0] < xc.shape[1]:  # fewer images than pixels: the dual form solves an N x N system
+        weights = xc.T @ np.linalg.solve(xc @ xc.T + alpha * np.eye(xc.shape[0]), y - y_mean)
+    else:
+        weights = np.linalg.solve(xc.T @ xc + alpha * np.eye(xc.shape[1]), xc.T @ (y - y_mean))
 
     def predict(batch: np.ndarray) -> np.ndarray:
         return (batch.reshape(len(batch), -1).astype(np.float64) - x_mean) @ weights + y_mean
