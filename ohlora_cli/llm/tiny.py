@@ -7,6 +7,8 @@ LoRA then has to teach it everything, which makes "it learned" easy to see and t
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from .config import LlmData
@@ -76,8 +78,16 @@ def ensure_tiny_model(path: str | Path, arch: str, rows: list[Row], cfg: LlmData
     tokenizer = build_tokenizer(rows, cfg)
     model = build_model(arch, tokenizer, cfg.max_length, seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    tmp = path.with_name(path.name + ".partial")
+    # Each process writes its own folder and renames it into place: under torchrun every rank
+    # may get here at once; they build the same model (same seed), the first rename wins.
+    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.replace(path)
+    try:
+        tmp.rename(path)
+    except OSError:
+        if not (path / "config.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
     return True
