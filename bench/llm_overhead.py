@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -140,6 +141,8 @@ def main() -> None:
     for name, cmd in runs.items():
         best = None
         for _ in range(args.repeats):
+            for folder in ("bare", "run-hf", "run-unsloth"):  # each repeat starts a fresh run
+                shutil.rmtree(work / folder, ignore_errors=True)
             wall, rss, output = measure(cmd, env)
             if "bare" in name:
                 metrics = json.loads(output.split("METRICS ", 1)[1].splitlines()[0])

@@ -72,6 +72,12 @@ def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_
     if nproc and dist.launcher() == "torchrun":
         raise RecipeError("--nproc: this process was already started by torchrun",
                           hint="Drop --nproc when you launch with torchrun yourself.")
+    earlier = latest_checkpoint(Path(cfg.output_dir) / "checkpoints")
+    if earlier is not None and not resume:  # never overwrite a run: nothing is lost (as train-gan)
+        raise RecipeError(
+            f"output_dir: {cfg.output_dir} already holds a run ({earlier.name})",
+            hint=f"Pass --resume to continue it, or start elsewhere: --set output_dir={cfg.output_dir}-2",
+        )
     note = None if relaunching else one_gpu_unless_ddp(cfg)
     train_rows, valid_rows, _, _ = check_data(cfg)
     plan = make_plan(cfg, len(train_rows), len(valid_rows), world_size=nproc if relaunching else env.world_size,
@@ -245,7 +251,7 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
         write_text(out_dir / "recipe.yaml", recipes.dump(cfg))
         if not resume:
             if ckpt_dir.exists():
-                warn(f"starting fresh: removing the earlier run's checkpoints in {ckpt_dir} (use --resume to continue)")
+                warn(f"starting fresh: removing incomplete checkpoints in {ckpt_dir}")
                 shutil.rmtree(ckpt_dir)
             stats_path.unlink(missing_ok=True)
             shutil.rmtree(samples_dir, ignore_errors=True)

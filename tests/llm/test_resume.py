@@ -43,6 +43,12 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
     assert 3 <= stopped_at < 5000
     assert (run / "checkpoints" / f"checkpoint-{stopped_at}" / "trainer_state.json").is_file()
 
+    # the same command without --resume would overwrite the run: refused, nothing lost
+    again = CliRunner().invoke(app, ["train-llm", str(recipe), "--skip-doctor"])
+    message = " ".join(again.output.split())  # rich wraps long lines
+    assert again.exit_code == 2 and "already holds a run" in message and "--resume" in message
+    assert (run / "checkpoints" / f"checkpoint-{stopped_at}" / "trainer_state.json").is_file()
+
     result = CliRunner().invoke(app, ["train-llm", str(recipe), "--skip-doctor", "--resume",
                                       "--set", f"train.max_steps={stopped_at + 4}",
                                       "--set", "generate.every_epoch=false", "--set", "train.eval=false"])
