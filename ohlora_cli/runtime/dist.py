@@ -7,6 +7,7 @@ same command under ``torch.distributed.run``); ``train.batch_size`` stays global
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -79,16 +80,35 @@ def destroy_process_group() -> None:
 
 
 def relaunch(nproc: int, args: list[str]) -> None:
-    """Run ``ohlora ARGS`` under ``torch.distributed.run`` with N local processes and wait."""
+    """Run ``ohlora ARGS`` under ``torch.distributed.run`` with N local processes and wait.
+
+    Ctrl-C reaches torchrun and the ranks directly (one process group), so the parent only waits
+    for them to save; a SIGTERM sent to the parent alone is passed on to torchrun. torchrun
+    reports any failed rank as exit 1, so a stop we saw is mapped back to 130 here.
+    """
     if launcher() == "torchrun":
         raise RecipeError("--nproc: this process was already started by torchrun",
                           hint="Drop --nproc when you launch with torchrun yourself.")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "ohlora_cli", *args]
-    code = subprocess.call(cmd)
-    if code == 130:
-        raise Interrupted("the distributed run was interrupted; its last checkpoint is in output_dir")
+    stopped = []
+    proc = subprocess.Popen(cmd)
+
+    def on_signal(signum, frame):
+        stopped.append(signum)
+        if signum == signal.SIGTERM:
+            proc.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code == 130 or (code and stopped):
+        raise Interrupted("the distributed run was interrupted; its last checkpoint is in output_dir",
+                          hint="Continue with the same command plus --resume.")
     if code == 2:
         raise RecipeError("the distributed run stopped on bad input (see the messages above)")
     if code:
-        raise RunFailed(f"the distributed run failed (torchrun exit code {code})")
+        raise RunFailed(f"the distributed run failed (torchrun exit code {code}); see the ranks' messages above")
