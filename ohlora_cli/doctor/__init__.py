@@ -58,20 +58,24 @@ def run(*, recipes: list | None = None, scripts: list[Path] | None = None, gpus:
         c.uses_env for c in by_scope["recipe"] if recipes)
     env = Environment.start() if needs_env else None
     shared = {"gpus": gpus, "recipes": recipes, "scripts": scripts, "env": env}
-    report = Report()
+    sections: list[tuple[str, Context, list]] = []
     if environment and by_scope["env"]:
-        ctx = Context("env", **shared)
-        report.sections.append(Section("environment", [f for c in by_scope["env"] for f in _run_check(c, ctx)]))
+        sections.append(("environment", Context("env", **shared), by_scope["env"]))
     for recipe in recipes:
         if by_scope["recipe"]:
-            ctx = Context("recipe", recipe=recipe, **shared)
-            report.sections.append(Section(_recipe_title(recipe),
-                                           [f for c in by_scope["recipe"] for f in _run_check(c, ctx)]))
+            sections.append((_recipe_title(recipe), Context("recipe", recipe=recipe, **shared), by_scope["recipe"]))
     for script in scripts:
         if by_scope["script"]:
-            ctx = Context("script", script=script, **shared)
-            report.sections.append(Section(f"script {script}",
-                                           [f for c in by_scope["script"] for f in _run_check(c, ctx)]))
+            sections.append((f"script {script}", Context("script", script=script, **shared), by_scope["script"]))
+    # Checks that do not read the environment probe run first, while its subprocess is still
+    # importing torch; the report keeps the registry's order.
+    jobs = [(i, check, ctx) for i, (_, ctx, section_checks) in enumerate(sections) for check in section_checks]
+    results = {}
+    for i, check, ctx in sorted(jobs, key=lambda job: job[1].uses_env):
+        results[i, check.id] = _run_check(check, ctx)
+    report = Report()
+    for i, (title, _, section_checks) in enumerate(sections):
+        report.sections.append(Section(title, [f for c in section_checks for f in results[i, c.id]]))
     if env is not None:
         env.wait()
     return report
