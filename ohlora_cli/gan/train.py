@@ -195,14 +195,20 @@ def prepare(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: boo
         warn(f"{scan['resized']} of {len(table)} images ({sizes}) will be converted to RGB and resized to "
              f"{recipe.model.resolution}x{recipe.model.resolution} (model.resolution)")
 
+    from .scorer import check_recipe, state_path  # scorer.py imports this module
+
     resume_from = None
-    found = ckpt.latest_checkpoint(out_dir)
+    if recipe.train.method == "scorer":  # its resumable state is not a checkpoint-*.safetensors
+        found = state_path(out_dir) if state_path(out_dir).is_file() else None
+    else:
+        found = ckpt.latest_checkpoint(out_dir)
     if resume:
         if found is None:
             raise CheckpointError(f"--resume: {out_dir}/checkpoints holds no checkpoint to continue from",
                                   hint="Run without --resume to start, or point output_dir at the earlier run.")
         resume_from = found
-        ckpt.read_metadata(found)
+        if recipe.train.method != "scorer":  # scorer.train validates its own state file
+            ckpt.read_metadata(found)
     elif found is not None:
         raise RecipeError(
             f"output_dir: {out_dir} already holds a run ({found.name})",
@@ -210,6 +216,7 @@ def prepare(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: boo
         )
     if recipe.model.checkpoint and not resume:
         _check_start_checkpoint(recipe, len(table.label_names))
+    check_recipe(recipe)  # model.scorer's header and the scorer keys, before any weights load
 
     ctx = RunContext(recipe=recipe, out=out_dir, env=env, device=device, precision=precision,
                      batch_per_device=batch_per_device, accumulation=accumulation, resume=resume,

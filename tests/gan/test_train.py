@@ -123,6 +123,14 @@ def test_dry_run_checks_data_and_writes_nothing(tmp_path, capsys):
         run(recipe, dry_run=True)
 
 
+
+def test_dry_run_reads_the_scorer_header(tmp_path):
+    recipe = tiny_recipe(tmp_path)
+    with pytest.raises(CheckpointError, match="model.scorer"):
+        run(recipe, f"model.scorer={tmp_path / 'missing'}", dry_run=True)
+    with pytest.raises(RecipeError, match="model.scorer: train.method property-regression needs"):
+        run(recipe, "train.method=property-regression", dry_run=True)
+
 def test_start_from_a_label_free_genforce_checkpoint(tmp_path, capsys):
     G, D = tiny_G(8, 0), tiny_D(8, 0)
     path = tmp_path / "stylegan.pth"
