@@ -124,7 +124,8 @@ def _check_labels(labels, batch: int, label_size: int, dtype: torch.dtype, who: 
         raise ValueError(f"the {who} is conditioned on {label_size} labels; pass labels of shape (N, {label_size})")
     if labels.shape != (batch, label_size):
         raise ValueError(f"labels must have shape ({batch}, {label_size}), got {tuple(labels.shape)}")
-    if labels.dtype != dtype and not torch.is_autocast_enabled(labels.device.type):
+    autocast = labels.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(labels.device.type)
+    if labels.dtype != dtype and not autocast:  # (autocast has no 'meta' device type to ask about)
         raise ValueError(
             f"labels are {labels.dtype} but the {who}'s weights are {dtype}: "
             f"cast them with labels.to({dtype}) (a float64 label batch usually comes from Python floats "

@@ -112,3 +112,51 @@ def test_synthetic_dataset_not_built_yet(tmp_path):
     recipe = recipes.load("gan-demo", [f"data.csv={tmp_path}/blobs/labels.csv"])
     assert statuses(probes.data(recipe, ctx(recipe))) == [("recipe-data", Status.PASS)]
     assert statuses(probes.dtype_mismatch(recipe, ctx(recipe))) == [("dtype-mismatch", Status.SKIP)]
+
+
+def scorer_recipes(tmp_path):
+    """The two scorer paths: training a scorer, and an adversarial run measured by a saved one."""
+    from ohlora_cli.gan import scorer as sc
+
+    training = load(tmp_path / "s", extra="method: scorer\nscorer: {channels: 2, hidden: 4}\n")
+    measured = load(tmp_path / "m")
+    saved = sc.PropertyScorer(["a", "b"], [sc.WHOLE, sc.WHOLE], 8, channels=2, hidden=4)
+    measured.model.scorer = str(sc.save_scorer(saved, tmp_path / "scorer.safetensors"))
+    return training, measured
+
+
+def test_clean_scorer_paths_pass_and_are_probed(tmp_path):
+    for recipe in scorer_recipes(tmp_path):
+        dtype = probes.dtype_mismatch(recipe, ctx(recipe))
+        grad = probes.grad_inference(recipe, ctx(recipe))
+        assert all(f.status == Status.PASS for f in dtype + grad), dtype + grad
+        assert any("scorer path" in f.message for f in dtype)
+        assert any("label control" in f.message for f in grad)
+
+
+def test_dtype_probe_catches_a_float64_scorer_step(tmp_path, monkeypatch):
+    from ohlora_cli.gan import scorer as sc
+
+    training, _ = scorer_recipes(tmp_path)
+
+    def float64_loss(scorer, images, labels):  # images.double(): "more precise" targets, wrong dtype
+        return sc.F.mse_loss(scorer(images.double(), standardized=True), labels.double())
+
+    monkeypatch.setattr(sc, "scorer_loss", float64_loss)
+    findings = probes.dtype_mismatch(training, ctx(training))
+    failed = [f for f in findings if f.status == Status.FAIL]
+    assert [f.where for f in failed] == ["train.method"] and "double" in failed[0].message
+
+
+def test_grad_inference_probe_catches_label_control_with_autograd(tmp_path, monkeypatch):
+    from ohlora_cli.gan import label_control
+
+    _, measured = scorer_recipes(tmp_path)
+
+    def leaky_evaluate(G, scorer, *, label_names, steps, samples):  # no torch.no_grad() around the scoring
+        z = torch.randn(samples * steps, G.z_dim)
+        return scorer(G(z, torch.zeros(len(z), G.label_dim)))
+
+    monkeypatch.setattr(label_control, "evaluate", leaky_evaluate)
+    failed = [f for f in probes.grad_inference(measured, ctx(measured)) if f.status == Status.FAIL]
+    assert len(failed) == 1 and "label control saved" in failed[0].message and "no_grad" in failed[0].hint

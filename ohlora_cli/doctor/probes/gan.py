@@ -166,9 +166,32 @@ def dtype_mismatch(recipe, ctx) -> list[Finding]:
     finally:
         for h in handles:
             h.remove()
-    return [Finding(check, Status.PASS, "; ".join(notes) + "; D and G training phases (forward, R1, backward) "
-                    f"of the full-size {recipe.model.resolution} px networks run on the meta device with matching dtypes",
-                    where="data.label_columns")]
+    findings = [Finding(check, Status.PASS, "; ".join(notes) + "; D and G training phases (forward, R1, backward) "
+                        f"of the full-size {recipe.model.resolution} px networks run on the meta device with matching "
+                        "dtypes", where="data.label_columns")]
+    return findings + _scorer_dtypes(recipe, real, real_c, G)
+
+
+def _scorer_dtypes(recipe, images, labels, G) -> list[Finding]:
+    """The scorer path (scorer training step, property-regression loss, or the label-control scores)
+    on the same meta batch; [] when the run has no scorer."""
+    from ...errors import BadInputError
+    from ...gan import scorer
+
+    check, method = "dtype-mismatch", recipe.train.method
+    where = "train.method" if method == "scorer" else "model.scorer"
+    try:
+        result = scorer.probe_loss(recipe, images, labels, G=G)
+    except BadInputError as exc:
+        return [Finding(check, Status.FAIL, str(exc), where=where, hint=exc.hint, bad_input=True)]
+    except (RuntimeError, ValueError) as exc:  # dtype errors of the scorer path, as the run would raise them
+        return [Finding(check, Status.FAIL, f"the scorer path ({method}) fails on a real batch: {exc}", where=where,
+                        hint="Feed the scorer float32 images in [-1, 1] and float32 labels, as the data pipeline "
+                             "delivers them.")]
+    if result is None:
+        return []
+    return [Finding(check, Status.PASS, f"scorer path ({method}): ok on the meta device with matching dtypes",
+                    where=where)]
 
 
 # ---------------------------------------------------------------------------- grad-inference
@@ -244,4 +267,31 @@ def grad_inference(recipe, ctx) -> list[Finding]:
                                    hint="Update w_avg from w.detach() under torch.no_grad().")]
     findings.append(Finding(check, Status.PASS, "a training forward updates truncation.w_avg from a detached w "
                             "(no history kept in the buffer)", where="ohlora_cli.gan.loss.StyleGANLoss.track_w_avg"))
-    return findings
+    return findings + _label_control_grad(recipe, G)
+
+
+def _label_control_grad(recipe, G) -> list[Finding]:
+    """Label control is the run's inference on the scorer: it must save nothing for backward."""
+    import torch
+
+    from ...errors import BadInputError
+    from ...gan import label_control, scorer
+
+    check = "grad-inference"
+    try:
+        probe = scorer.probe_scorer(recipe, "cpu")
+    except BadInputError as exc:
+        return [Finding(check, Status.FAIL, str(exc), where="model.scorer", hint=exc.hint, bad_input=True)]
+    if probe is None:
+        return []
+    score = scorer.in_label_space(probe, list(recipe.data.label_columns))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.nelement() * t.element_size()) or t,
+                                                  lambda t: t):
+        label_control.evaluate(G, score, label_names=list(recipe.data.label_columns), steps=3, samples=1)
+    where = "ohlora_cli.gan.label_control.evaluate"
+    if saved:
+        return [Finding(check, Status.FAIL, f"label control saved {len(saved)} tensors ({sum(saved)} bytes) for "
+                        "backward", where=where, hint="Run G and the scorer under torch.no_grad() with both in eval mode.")]
+    return [Finding(check, Status.PASS, "label control (G sweep scored by the scorer): 0 tensors saved for backward",
+                    where=where)]
