@@ -50,6 +50,18 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` itself, or for a run folder (an ``output_dir``) its latest checkpoint."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = latest_checkpoint(path)
+    if found is None:
+        raise CheckpointError(f"{path}: a folder with no checkpoints/checkpoint-*.safetensors",
+                              hint="Name a run's output_dir (after it saved a checkpoint) or a checkpoint file.")
+    return found
+
+
 def prune_checkpoints(output_dir: str | Path, keep: int) -> None:
     if keep > 0:
         for old in list_checkpoints(output_dir)[:-keep]:
@@ -196,8 +208,9 @@ def _is_state_dict(obj) -> bool:
 
 def read_networks(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     """State dicts by role (``generator``, ``generator_smooth``, ``discriminator``) from any of
-    the accepted files: ours, GenForce model-zoo, GenForce training checkpoint, bare state dict."""
-    path = Path(path)
+    the accepted files: ours, GenForce model-zoo, GenForce training checkpoint, bare state dict;
+    a run folder stands for its latest checkpoint."""
+    path = resolve_checkpoint(path)
     if path.suffix == ".safetensors":
         ckpt = read_checkpoint(path)
         found = {"generator": ckpt.section("G"), "generator_smooth": ckpt.section("G_ema"),
@@ -259,9 +272,9 @@ def load_into(net: torch.nn.Module, state: dict[str, torch.Tensor], *, what: str
 
 
 def load_pretrained(path: str | Path, G: Generator, G_ema: Generator, D: Discriminator) -> list[str]:
-    """Initialise from ``model.checkpoint`` (ours or GenForce). Returns the re-initialised
+    """Initialise from ``model.checkpoint`` (ours, GenForce, or a run folder). Returns the re-initialised
     parameters (``G.mapping.dense0.weight``, ...), also shown as a warning."""
-    path = Path(path)
+    path = resolve_checkpoint(path)
     nets = read_networks(path)
     if "generator" not in nets and "generator_smooth" not in nets:
         raise CheckpointError(f"{path}: holds no generator", hint="model.checkpoint must contain a StyleGAN generator.")
@@ -310,12 +323,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     ``path``: one of our checkpoints, a run's ``output_dir`` (its latest checkpoint), or a
     GenForce StyleGAN ``.pth``. ``G(z, labels)`` -> images in [-1, 1], ``(N, 3, R, R)``.
     """
-    path = Path(path)
-    if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
-            raise CheckpointError(f"{path}: a folder with no checkpoints/checkpoint-*.safetensors")
-        path = found
+    path = resolve_checkpoint(path)
     if path.suffix == ".safetensors":
         ckpt = read_checkpoint(path)
         G = Generator(**ckpt.json("G_config"))

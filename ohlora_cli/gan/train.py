@@ -248,9 +248,9 @@ def _preflight(recipe: GanRecipe, *, gpus: int | None) -> None:
 def _check_start_checkpoint(recipe: GanRecipe, label_size: int) -> None:
     """Read model.checkpoint and check it fits the recipe's networks, on the meta device."""
     path = Path(recipe.model.checkpoint)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"model.checkpoint: {path} does not exist", hint="Fix the path (relative to the current directory).")
-    nets = ckpt.read_networks(path)
+    nets = ckpt.read_networks(path)  # a run folder: its latest checkpoint
     with torch.device("meta"):
         G, D = build_networks(recipe, label_size)
     for role, net in (("generator_smooth", G), ("generator", G), ("discriminator", D)):

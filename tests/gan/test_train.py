@@ -144,6 +144,19 @@ def test_start_from_a_label_free_genforce_checkpoint(tmp_path, capsys):
     assert torch.equal(start["G.synthesis.output0.weight"], G.state_dict()["synthesis.output0.weight"])
 
 
+
+def test_start_from_a_run_folder_uses_its_latest_checkpoint(tmp_path):
+    first = tiny_recipe(tmp_path / "a", kimg=0.008)
+    run(first)
+    earlier = tensors(ckpt.latest_checkpoint(tmp_path / "a" / "run"))
+    second = tiny_recipe(tmp_path / "b", csv_path=tmp_path / "a" / "data" / "labels.csv", kimg=0.008)
+    with pytest.raises(CheckpointError, match="a folder with no checkpoints"):
+        run(second, f"model.checkpoint={tmp_path / 'b'}", dry_run=True)
+    run(second, f"model.checkpoint={tmp_path / 'a' / 'run'}", "train.g_lr=1e-9", "train.d_lr=1e-9")
+    start = tensors(ckpt.latest_checkpoint(tmp_path / "b" / "run"))
+    for key in ("G.mapping.dense1.weight", "D.layer4.weight"):  # the first run moved them ~1e-3 from the
+        assert torch.allclose(start[key], earlier[key], atol=1e-6), key  # same-seed init; this one ~1e-9
+
 def test_nonfinite_gradients_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     p = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.SGD([p], lr=1.0)

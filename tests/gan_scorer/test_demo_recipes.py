@@ -1,6 +1,5 @@
 """The packaged scorer / regression demos stay in step with gan-demo (same data, same networks)."""
 
-import math
 from pathlib import Path
 
 from ohlora_cli import recipes
@@ -16,8 +15,5 @@ def test_demos_share_gan_demo_data_and_networks():
     # property-regression starts from gan-demo's last checkpoint: the networks must be the same
     fields = set(type(demo.model).model_fields) - {"checkpoint", "scorer"}
     assert {k: getattr(regression_demo.model, k) for k in fields} == {k: getattr(demo.model, k) for k in fields}
-    last_step = math.ceil(demo.train.kimg * 1000 / demo.train.batch_size)
-    start = Path(regression_demo.model.checkpoint)
-    assert start.parent == Path(demo.output_dir) / "checkpoints"
-    assert start.name == f"checkpoint-{last_step:08d}.safetensors"
+    assert Path(regression_demo.model.checkpoint) == Path(demo.output_dir)  # its latest checkpoint
     assert Path(regression_demo.model.scorer) == Path(scorer_demo.output_dir)
