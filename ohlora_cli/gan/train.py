@@ -448,12 +448,13 @@ def label_control_hook(ctx: RunContext, device: torch.device):
 
     loaded = scorer.load_scorer(ctx.recipe.model.scorer, device)
     info_ = ctx.label_info
+    labels = ctx.table.model_labels  # sweeps centre on the data's labels (raw ones are not -2..+2)
 
     def evaluate(G_ema: Generator, cur_nimg: int):
         wrapped = scorer.in_label_space(loaded, ctx.table.label_names, label_mean=info_["mean"],
                                         label_std=info_["std"])
         return label_control.evaluate_run(G_ema, wrapped, recipe=ctx.recipe, output_dir=ctx.out,
-                                          kimg=cur_nimg / 1000, device=device)
+                                          kimg=cur_nimg / 1000, labels=labels, device=device)
 
     return evaluate
 

@@ -6,6 +6,9 @@ import torch
 from PIL import Image
 
 from ohlora_cli.gan import label_control
+from ohlora_cli.gan.train import build_networks, label_control_hook, prepare
+
+from .conftest import write_recipe
 
 
 class BrightnessG(torch.nn.Module):
@@ -71,3 +74,15 @@ def test_no_graph_is_kept():
 def test_label_names_must_match():
     with pytest.raises(ValueError, match="2 label names"):
         label_control.evaluate(BrightnessG([1.0] * 3), brightness_scorer, label_names=["a", "b"])
+
+
+def test_training_runs_sweep_raw_labels_around_the_data(blobs, scorer_run, tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", output_dir=tmp_path / "out", csv_path=blobs / "labels.csv",
+                          model={"scorer": str(scorer_run)}, standardize=False,
+                          train={"method": "adversarial", "label_control": {"steps": 3, "samples": 2}})
+    ctx = prepare(recipe, [], dry_run=False, resume=False, skip_doctor=True)
+    G, _ = build_networks(ctx.recipe, 2)
+    result = label_control_hook(ctx, torch.device("cpu"))(G, 0)
+    raw = ctx.table.labels  # brightness and position in CSV units, not around 0 +- 1
+    assert np.allclose(result.center, raw.mean(0), atol=1e-5)
+    assert np.allclose(result.scale, raw.std(0), atol=1e-5)
