@@ -145,3 +145,9 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"generator": tiny_G().state_dict(), "note": F.softplus}, path)  # needs full unpickling
     with pytest.raises(CheckpointError, match="weights_only=True"):
         load_generator(path)
+
+
+def test_float64_labels_are_named_on_the_meta_device_too():  # the doctor's dry-run probes use meta
+    G = tiny_G(8, 2).to("meta")
+    with pytest.raises(ValueError, match="labels are torch.float64"):
+        G(torch.empty(2, G.z_dim, device="meta"), torch.empty(2, 2, device="meta", dtype=torch.float64))
