@@ -28,7 +28,7 @@ class GanData(Section):
 class GanModel(Section):
     resolution: int = Field(description="image size in pixels, a power of two from 8 to 1024")
     checkpoint: str | None = Field(
-        None, description="start from this checkpoint: ours (.safetensors) or GenForce StyleGAN (.pth)"
+        None, description="start from this checkpoint: ours (.safetensors, or a run folder for its latest) or GenForce StyleGAN (.pth)"
     )
     z_dim: int = Field(512, ge=1, description="width of the latent z")
     w_dim: int = Field(512, ge=1, description="width of the intermediate latent w")
