@@ -73,10 +73,10 @@ def _report(exc: BaseException, code: int, message: str | None = None, hint: str
     if os.environ.get("OHLORA_DEBUG") == "1":
         traceback.print_exception(exc)
     label = {2: "error", 130: "interrupted"}.get(code, "failed")
-    err.print(f"[bold red]{label}:[/bold red] {escape(message or str(exc))}", highlight=False)
+    err.print(f"[bold red]{label}:[/bold red] {escape(message or str(exc))}", highlight=False, soft_wrap=True)
     hint = hint or getattr(exc, "hint", None)
     if hint:
-        err.print(f"[dim]hint:[/dim] {escape(hint)}", highlight=False)
+        err.print(f"[dim]hint:[/dim] {escape(hint)}", highlight=False, soft_wrap=True)
 
 
 def _guard(fn):

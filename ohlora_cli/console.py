@@ -1,4 +1,7 @@
-"""Rich consoles: results go to stdout, diagnostics and progress to stderr."""
+"""Rich consoles: results go to stdout, diagnostics and progress to stderr.
+
+Messages are printed with soft wrapping: rich never breaks a line inside a path or a
+`file:line` reference, so messages stay greppable and clickable at any terminal width."""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ err = Console(stderr=True)
 
 
 def info(message: str) -> None:
-    err.print(message, highlight=False)
+    err.print(message, highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)

@@ -89,11 +89,17 @@ def test_missing_target_is_usage_error(target):
 
 
 def test_syntax_error_names_file_and_line(tmp_path):
-    script = tmp_path / "broken.py"
+    # A deep folder makes the message longer than any terminal: the `file:line` reference
+    # must still come out on one line, whatever the width and the working directory.
+    long_name = "a-rather-long-project-folder-name" * 3
+    folder = tmp_path / long_name / "scripts"
+    folder.mkdir(parents=True)
+    script = folder / "broken.py"
     script.write_text("import torch\n\ndef f(:\n    pass\n")
     result = doctor(script)
     assert result.exit_code == 2
     assert "broken.py:3" in result.stderr
+    assert f"{long_name}/scripts/broken.py:3: not valid Python (invalid syntax)" in result.stderr
 
 
 def test_strict_turns_a_warning_into_exit_1_and_gpus_into_a_failure():
