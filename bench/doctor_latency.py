@@ -266,9 +266,17 @@ def main() -> None:
         figures["script_command_s"] = round(seconds, 3)
         rows.append((f"ohlora doctor {script.name} (whole command)", figures["script_command_s"], 1.0, ""))
 
-        floor, _ = timed([sys.executable, "-c", "import torch; print('{}')"], args.runs)
-        figures["import_torch_s"] = round(floor, 2)
-        rows.append(("python -c 'import torch' (the floor of any probe)", figures["import_torch_s"], 5.0, ""))
+        # The floors: what the probes of each kind must import before any check can run. The
+        # first op on the meta device makes torch import torch._dynamo; LoRA needs peft.
+        floors = (("import_torch_s", "import torch", "python -c 'import torch' (floor of any probe)"),
+                  ("import_gan_floor_s", "import torch, torch._dynamo",
+                   "import torch + torch._dynamo (floor of the GAN meta probe)"),
+                  ("import_llm_floor_s", "import torch, peft; from transformers import AutoModelForCausalLM, "
+                   "AutoTokenizer", "import torch + transformers + peft (floor of the LLM probes)"))
+        for key, code, label in floors:
+            floor, _ = timed([sys.executable, "-c", f"{code}; print('{{}}')"], args.runs)
+            figures[key] = round(floor, 2)
+            rows.append((label, figures[key], None, ""))
 
         if not args.skip_recipes:
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -300,6 +308,9 @@ def main() -> None:
     width = max(len(r[0]) for r in rows)
     print(f"{'case'.ljust(width)}  {'seconds':>8}  {'target':>6}  notes")
     for label, seconds, target, notes in rows:
+        if target is None:
+            print(f"{label.ljust(width)}  {seconds:8.3f}  {'-':>6}     {notes}")
+            continue
         mark = "ok" if seconds < target else "SLOW"
         print(f"{label.ljust(width)}  {seconds:8.3f}  {target:5.0f}s  {mark} {notes}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

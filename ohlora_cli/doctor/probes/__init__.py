@@ -32,6 +32,7 @@ class MultiGpuBatch(Check):
     id = "multi-gpu-batch"
     title = "effective batch = per-device x replicas x accumulation == train.batch_size"
     scopes = ("recipe",)
+    uses_env = True  # counts the visible GPUs
 
     def run(self, ctx: Context) -> list[Finding]:
         from ...runtime import dist

@@ -198,6 +198,7 @@ def _scorer_dtypes(recipe, images, labels, G) -> list[Finding]:
 
 
 def _live_tensor_bytes() -> int:
+    """Bytes held by live CPU tensors (a census of the garbage collector's objects)."""
     import warnings
 
     import torch
@@ -206,11 +207,11 @@ def _live_tensor_bytes() -> int:
     total = 0
     with warnings.catch_warnings():  # isinstance() on some torch module objects warns about deprecations
         warnings.simplefilter("ignore")
-        objects = [obj for obj in gc.get_objects() if torch.is_tensor(obj)]
-    for obj in objects:
+        tensors = [obj for obj in gc.get_objects() if isinstance(obj, torch.Tensor)]
+    for tensor in tensors:
         try:
-            if torch.is_tensor(obj) and obj.device.type == "cpu":
-                total += obj.element_size() * obj.nelement()
+            if tensor.device.type == "cpu":
+                total += tensor.element_size() * tensor.nelement()
         except Exception:  # objects that fail on inspection are not ours
             continue
     return total
