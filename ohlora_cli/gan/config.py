@@ -128,7 +128,7 @@ class GanTrain(Section):
         "adversarial", description="adversarial (Oh-LoRA v1), property-regression (v2) or scorer (the property CNN)"
     )
     batch_size: int = Field(ge=1, description="global images per optimizer step, split across ranks")
-    batch_per_device: int | None = Field(
+    max_device_batch: int | None = Field(
         None, ge=1, description="most images per device and pass; more is reached by gradient accumulation"
     )
     kimg: float = Field(10.0, gt=0, description="thousands of real images to show")

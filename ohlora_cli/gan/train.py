@@ -177,7 +177,7 @@ def prepare(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: boo
     device = resolve_device(recipe.train.device, local_rank=env.local_rank)
     precision = choose_precision(recipe.train.precision, device)
     batch_per_device, accumulation = dist.split_batch(recipe.train.batch_size, planned,
-                                                      max_per_device=recipe.train.batch_per_device)
+                                                      max_per_device=recipe.train.max_device_batch)
     if planned_world is None:
         dist.init_process_group(env, device.type)
         if device.type == "cuda":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from safetensors import safe_open
 from ohlora_cli.errors import CheckpointError, DataError, RecipeError, RunFailed
 from ohlora_cli.gan import checkpoint as ckpt
 from ohlora_cli.gan import load_generator, train
+from ohlora_cli.gan.loss import StyleGANLoss
 from ohlora_cli.gan.train import step_optimizer
 
 from .conftest import tiny_D, tiny_G, tiny_recipe, write_dataset
@@ -122,6 +124,46 @@ def test_dry_run_checks_data_and_writes_nothing(tmp_path, capsys):
     with pytest.raises(DataError, match="1 of 24 image files are missing"):
         run(recipe, dry_run=True)
 
+
+
+def test_gradient_accumulation_matches_the_full_batch():
+    """Two half batches at gain 1/2 leave the gradients of one full batch, in both phases
+    (D with R1, and G). Minibatch stddev is off: it mixes samples within a pass by design; the
+    noise strengths are left out: their gradients follow the random noise drawn in each pass."""
+    torch.manual_seed(0)
+    G, D = tiny_G(), tiny_D(mbstd_group=0)
+    real, c, z = torch.rand(8, 3, 8, 8) * 2 - 1, torch.randn(8, 2), torch.randn(8, 8)
+
+    def grads(phase, parts):
+        net, other = (D, G) if phase.startswith("D") else (G, D)
+        net.zero_grad(set_to_none=True)
+        net.requires_grad_(True)
+        other.requires_grad_(False)
+        loss = StyleGANLoss(G, D, r1_gamma=1.0, r1_interval=1, style_mixing_prob=0.0, w_avg_beta=0.995)
+        n = len(real) // parts
+        for i in range(parts):
+            part = slice(i * n, (i + 1) * n)
+            loss.accumulate_gradients(phase, real[part], c[part], z[part], c[part], 1 / parts, lambda x: x.backward())
+        return {name: p.grad.clone() for name, p in net.named_parameters()
+                if p.grad is not None and "apply_noise" not in name}
+
+    for phase in ("Dboth", "Gmain"):
+        full, halves = grads(phase, 1), grads(phase, 2)
+        assert full and full.keys() == halves.keys()
+        for name in full:
+            torch.testing.assert_close(halves[name], full[name], rtol=1e-4, atol=1e-6, msg=f"{phase} {name}")
+
+
+def test_training_with_accumulation(tmp_path, capsys):
+    recipe = tiny_recipe(tmp_path, kimg=0.032)
+    run(recipe, "train.max_device_batch=3", dry_run=True)
+    assert "2 per device x 1 processes x 4 accumulation = 8" in capsys.readouterr().out  # 8 = 4 passes of 2
+    run(recipe, "train.max_device_batch=4", dry_run=True)
+    assert "4 per device x 1 processes x 2 accumulation = 8" in capsys.readouterr().out
+    run(recipe, "train.max_device_batch=4")
+    ticks = [r for r in stats(tmp_path) if "d_loss" in r]
+    assert ticks and ticks[-1]["kimg"] == pytest.approx(0.032)
+    assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"]) for r in ticks)
 
 
 def test_dry_run_reads_the_scorer_header(tmp_path):

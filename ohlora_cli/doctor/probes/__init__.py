@@ -39,7 +39,7 @@ class MultiGpuBatch(Check):
 
         recipe = ctx.recipe
         train = recipe.train
-        cap = getattr(train, "batch_per_device", None) or getattr(train, "max_device_batch", None)
+        cap = train.max_device_batch
         launcher, world = _launch(ctx)
         try:
             per_device, accumulation = dist.split_batch(train.batch_size, world, max_per_device=cap)

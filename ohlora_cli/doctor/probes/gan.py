@@ -126,7 +126,7 @@ def dtype_mismatch(recipe, ctx) -> list[Finding]:
                         where="data.synthetic")]
     table = _table(recipe, ctx)
     world = ctx.gpus if ctx.gpus and ctx.gpus > 1 else 1
-    per_device, _ = dist.split_batch(recipe.train.batch_size, world, max_per_device=recipe.train.batch_per_device)
+    per_device, _ = dist.split_batch(recipe.train.batch_size, world, max_per_device=recipe.train.max_device_batch)
     batch = max(2, min(per_device, 8))
     dataset = GanDataset(table, recipe.model.resolution, cache_mb=0)  # the real __getitem__, no preloading
     images, labels = next(iter_batches(dataset, seed=recipe.seed, start_step=0, global_batch=batch))
