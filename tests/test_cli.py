@@ -74,3 +74,14 @@ def test_internal_error_exits_1_traceback_only_with_debug(capfd, monkeypatch, de
     assert "internal error: ZeroDivisionError: deliberate" in err
     # with debug on, the traceback is the original one (it names the function that raised)
     assert ("Traceback" in err and "in _boom" in err) == debug
+
+
+@pytest.mark.parametrize("command,recipe", [("train-gan", "gan-demo"), ("train-llm", "llm-demo")])
+def test_nproc_inside_torchrun_is_refused(monkeypatch, command, recipe):
+    """One launcher at a time: under torchrun (LOCAL_RANK and WORLD_SIZE set) --nproc is bad usage."""
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = runner.invoke(app, [command, recipe, "--nproc", "2", "--dry-run", "--skip-doctor"])
+    assert result.exit_code == 2
+    assert "--nproc: this process was already started by torchrun" in result.stderr
+    assert "Traceback" not in result.output

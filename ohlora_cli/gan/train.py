@@ -118,7 +118,7 @@ class RunContext:
 
 def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_doctor: bool,
         nproc: int | None) -> None:
-    if nproc and nproc > 1 and dist.launcher() != "torchrun":
+    if dist.wants_relaunch(nproc):
         _launch_distributed(recipe, overrides, dry_run=dry_run, resume=resume, skip_doctor=skip_doctor, nproc=nproc)
         return
     ctx = prepare(recipe, overrides, dry_run=dry_run, resume=resume, skip_doctor=skip_doctor, gpus=nproc)
@@ -190,7 +190,7 @@ def prepare(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: boo
         _preflight(recipe, gpus=gpus)
     table = read_table(recipe.data)
     scan = scan_images(table, recipe.model.resolution)
-    if scan["resized"] and env.is_main:
+    if scan["resized"] and env.is_main and not dist.relaunched():  # said once, not again by rank 0
         sizes = ", ".join(f"{w}x{h}" for (w, h) in scan["sizes"] if (w, h) != (recipe.model.resolution,) * 2)
         warn(f"{scan['resized']} of {len(table)} images ({sizes}) will be converted to RGB and resized to "
              f"{recipe.model.resolution}x{recipe.model.resolution} (model.resolution)")

@@ -68,10 +68,7 @@ def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_
         nproc: int | None, merge: bool) -> None:
     cfg: LlmRecipe = recipes.load(recipe, overrides, expect_kind="llm")
     env = dist.dist_env()
-    relaunching = bool(nproc and nproc > 1 and dist.launcher() == "python")
-    if nproc and dist.launcher() == "torchrun":
-        raise RecipeError("--nproc: this process was already started by torchrun",
-                          hint="Drop --nproc when you launch with torchrun yourself.")
+    relaunching = dist.wants_relaunch(nproc)
     earlier = latest_checkpoint(Path(cfg.output_dir) / "checkpoints")
     if earlier is not None and not resume:  # never overwrite a run: nothing is lost (as train-gan)
         raise RecipeError(
@@ -82,7 +79,7 @@ def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_
     train_rows, valid_rows, _, _ = check_data(cfg)
     plan = make_plan(cfg, len(train_rows), len(valid_rows), world_size=nproc if relaunching else env.world_size,
                      local_rank=env.local_rank, note=note)
-    if env.is_main:
+    if env.is_main and not dist.relaunched():  # the ranks of --nproc: the parent printed it
         if dry_run:
             out.print(recipes.dump(cfg), end="", highlight=False, markup=False)
         print_plan(plan)

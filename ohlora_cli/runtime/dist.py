@@ -79,6 +79,23 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
+RELAUNCHED = "OHLORA_RELAUNCHED"  # set for the ranks that ``relaunch`` starts
+
+
+def wants_relaunch(nproc: int | None) -> bool:
+    """True when ``--nproc N`` (N > 1) asks this plain process to relaunch itself under torchrun;
+    a RecipeError when the process already runs under torchrun (one launcher at a time)."""
+    if nproc and launcher() == "torchrun":
+        raise RecipeError("--nproc: this process was already started by torchrun",
+                          hint="Drop --nproc when you launch with torchrun yourself.")
+    return bool(nproc and nproc > 1)
+
+
+def relaunched() -> bool:
+    """True in the ranks of an ``--nproc`` relaunch: the parent has already printed the plan."""
+    return os.environ.get(RELAUNCHED) == "1"
+
+
 def relaunch(nproc: int, args: list[str]) -> None:
     """Run ``ohlora ARGS`` under ``torch.distributed.run`` with N local processes and wait.
 
@@ -86,13 +103,11 @@ def relaunch(nproc: int, args: list[str]) -> None:
     for them to save; a SIGTERM sent to the parent alone is passed on to torchrun. torchrun
     reports any failed rank as exit 1, so a stop we saw is mapped back to 130 here.
     """
-    if launcher() == "torchrun":
-        raise RecipeError("--nproc: this process was already started by torchrun",
-                          hint="Drop --nproc when you launch with torchrun yourself.")
+    wants_relaunch(nproc)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "ohlora_cli", *args]
     stopped = []
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, env={**os.environ, RELAUNCHED: "1"})
 
     def on_signal(signum, frame):
         stopped.append(signum)

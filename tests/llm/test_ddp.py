@@ -24,5 +24,5 @@ def test_two_process_run_keeps_the_global_batch(tmp_path):
     steps = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()
              if '"loss"' in line]
     assert steps[-1] == 4
-    assert "8 = 4 per device x 1 accumulation x 2 processes" in result.stdout
+    assert result.stdout.count("8 = 4 per device x 1 accumulation x 2 processes") == 1  # the parent's plan only
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
