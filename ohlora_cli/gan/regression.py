@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..console import err, info, out
+from ..console import info, out
 from ..errors import Interrupted, RecipeError, RunFailed
 from ..runtime.seeding import seed_everything
 from ..runtime.signals import StopRequest
@@ -35,6 +35,7 @@ from .networks import Generator
 from .synthetic import label_probe
 from .train import (
     RunContext,
+    TrainProgress,
     build_networks,
     lr_factor,
     make_optimizer,
@@ -218,7 +219,7 @@ def train(ctx: RunContext) -> None:
     start_time = tick_time = time.time()
     tick_nimg = cur_nimg
     tick: dict[str, list] = {}
-    progress = _Progress(ctx, cur_nimg) if ctx.is_main else None
+    progress = TrainProgress(ctx, cur_nimg, "property-regression") if ctx.is_main else None
     try:
         with StopRequest() as stop:
             while cur_nimg < ctx.total_nimg:
@@ -255,7 +256,8 @@ def train(ctx: RunContext) -> None:
                 step += 1
                 last = cur_nimg >= ctx.total_nimg
                 if progress is not None:
-                    progress.advance(cur_nimg, tick)
+                    prop = tick.get("property_loss")
+                    progress.advance(cur_nimg, lambda prop=prop: f"prop {float(prop[-1]):.4f}" if prop else "")
                 if log_at.due(cur_nimg) or last:
                     now = time.time()
                     record = {"kimg": round(cur_nimg / 1000, 3), "step": step,
@@ -300,42 +302,3 @@ def train(ctx: RunContext) -> None:
     finally:
         if progress is not None:
             progress.stop()
-
-
-class _Progress:
-    """Rich progress bar on stderr: kimg, img/s, property loss and the last label-control r."""
-
-    def __init__(self, ctx: RunContext, cur_nimg: int):
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]property-regression[/bold]"), BarColumn(),
-            TextColumn("{task.completed:.2f}/{task.total:.2f} kimg"), TextColumn("{task.fields[speed]:>9}"),
-            TextColumn("prop {task.fields[prop]:.4f}"), TextColumn("{task.fields[control]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
-        )
-        self.task = self.progress.add_task("train", total=ctx.total_nimg / 1000, completed=cur_nimg / 1000,
-                                           speed="", prop=float("nan"), control="")
-        self.control = ""
-        self.last_time, self.last_nimg = time.time(), cur_nimg
-        self.progress.start()
-
-    def advance(self, cur_nimg: int, tick: dict) -> None:
-        now = time.time()
-        if now - self.last_time < 0.5:
-            return
-        speed = (cur_nimg - self.last_nimg) / (now - self.last_time)
-        prop = tick.get("property_loss", [])
-        self.progress.update(self.task, completed=cur_nimg / 1000, speed=f"{speed:.0f} img/s",
-                             prop=float(prop[-1]) if prop else float("nan"), control=self.control)
-        self.last_time, self.last_nimg = now, cur_nimg
-
-    def stop(self) -> None:
-        self.progress.stop()
-

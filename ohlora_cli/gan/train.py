@@ -51,6 +51,8 @@ from . import checkpoint as ckpt
 from .config import GanRecipe
 from .data import GanDataset, LabelTable, iter_batches, read_table, scan_images
 from .grid import fixed_z, label_sweep, save_grid
+from .label_control import print_table as print_label_control
+from .label_control import summary as label_control_summary
 from .loss import StyleGANLoss
 from .networks import Discriminator, Generator
 from .synthetic import ensure_synthetic, label_probe
@@ -569,7 +571,7 @@ def train_adversarial(ctx: RunContext) -> None:
 
     # ---- train
     start_time = time.time()
-    progress = _progress(ctx, cur_nimg) if ctx.is_main else None
+    progress = TrainProgress(ctx, cur_nimg, "train-gan") if ctx.is_main else None
     try:
         with StopRequest() as stop:
             while cur_nimg < ctx.total_nimg:
@@ -616,11 +618,14 @@ def train_adversarial(ctx: RunContext) -> None:
 
                 last = cur_nimg >= ctx.total_nimg
                 if progress is not None:
-                    progress.advance(cur_nimg, tick, force=last)
+                    progress.advance(cur_nimg, lambda: "D {:.3f}  G {:.3f}".format(*tick.losses()), force=last)
                 if log_at.due(cur_nimg) or last:
                     record = tick.record(step, cur_nimg, factor, t, ema_beta, start_time, mean_fn=mean)
                     if control_at is not None and control_at.due(cur_nimg) and label_control and not last:
-                        record.update(label_control(G_ema, cur_nimg).metrics)
+                        result = label_control(G_ema, cur_nimg)
+                        record.update(result.metrics)
+                        if progress is not None:
+                            progress.control = label_control_summary(result)
                     ctx.log(record)
                 if ctx.is_main and (grid_at.due(cur_nimg) or last):
                     write_grid(ctx, G_ema, grid_z, cur_nimg)
@@ -640,9 +645,7 @@ def train_adversarial(ctx: RunContext) -> None:
             if label_control is not None:
                 result = label_control(G_ema, cur_nimg)
                 summary.update(result.metrics)
-                from .label_control import print_table
-
-                print_table(result)
+                print_label_control(result)
             ctx.log(summary)
             if progress is not None:
                 progress.stop()
@@ -702,10 +705,11 @@ class _Tick:
         return record
 
 
-class _progress:
-    """Rich progress bar on stderr: kimg done / total, img/s, D and G loss."""
+class TrainProgress:
+    """Rich progress bar on stderr: kimg done / total, img/s, the method's losses, and the last
+    label-control figure (``control``, set when the run measures it)."""
 
-    def __init__(self, ctx: RunContext, cur_nimg: int):
+    def __init__(self, ctx: RunContext, cur_nimg: int, title: str):
         from rich.progress import (
             BarColumn,
             Progress,
@@ -715,23 +719,25 @@ class _progress:
         )
 
         self.progress = Progress(
-            TextColumn("[bold]train-gan[/bold]"), BarColumn(),
-            TextColumn("{task.completed:.2f}/{task.total:.2f} kimg"),
-            TextColumn("{task.fields[speed]:>9}"), TextColumn("D {task.fields[d]:.3f}  G {task.fields[g]:.3f}"),
+            TextColumn(f"[bold]{title}[/bold]"), BarColumn(),
+            TextColumn("{task.completed:.2f}/{task.total:.2f} kimg"), TextColumn("{task.fields[speed]:>9}"),
+            TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[control]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
         )
         self.task = self.progress.add_task("train", total=ctx.total_nimg / 1000, completed=cur_nimg / 1000,
-                                           speed="", d=float("nan"), g=float("nan"))
+                                           speed="", losses="", control="")
+        self.control = ""
         self.last_time, self.last_nimg = time.time(), cur_nimg
         self.progress.start()
 
-    def advance(self, cur_nimg: int, tick: _Tick, *, force: bool = False) -> None:
+    def advance(self, cur_nimg: int, losses: Callable[[], str], *, force: bool = False) -> None:
+        """``losses`` is called only when the bar redraws (at most twice a second)."""
         now = time.time()
         if now - self.last_time < 0.5 and not force:
             return
         speed = (cur_nimg - self.last_nimg) / max(now - self.last_time, 1e-6)
-        d, g = tick.losses()
-        self.progress.update(self.task, completed=cur_nimg / 1000, speed=f"{speed:.0f} img/s", d=d, g=g)
+        self.progress.update(self.task, completed=cur_nimg / 1000, speed=f"{speed:.0f} img/s", losses=losses(),
+                             control=self.control)
         self.last_time, self.last_nimg = now, cur_nimg
 
     def stop(self) -> None:

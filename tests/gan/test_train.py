@@ -287,8 +287,9 @@ def test_ohlora_v1_recipe_selects_oh_lora_layers(tmp_path, capsys):
     assert "4 of 4 images" in shown.err  # 32 px images will be resized to 256
 
 
-def test_label_control_hook_runs_with_a_scorer(tmp_path):
-    """With model.scorer set, the adversarial loop evaluates label control during and after training."""
+def test_label_control_hook_runs_with_a_scorer(tmp_path, capsys):
+    """With model.scorer set, the adversarial loop evaluates label control during and after training,
+    and its progress bar shows the last figure."""
     from ohlora_cli import recipes
     from ohlora_cli.gan import scorer
 
@@ -301,3 +302,4 @@ def test_label_control_hook_runs_with_a_scorer(tmp_path):
     assert any("label_control/mean_r" in r for r in records if not r.get("done"))
     assert "label_control/a/r" in records[-1] and records[-1]["done"]
     assert list((tmp_path / "run" / "label_control").glob("*.png"))
+    assert "ctrl r " in capsys.readouterr().err
