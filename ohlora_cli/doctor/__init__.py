@@ -47,7 +47,7 @@ def run(*, recipes: list | None = None, scripts: list[Path] | None = None, gpus:
         select: list[str] | None = None, environment: bool | None = None) -> Report:
     """Run the checks that apply to each target. ``environment``: include the environment section
     (default: when a recipe is checked, or nothing else is; a script alone is analysed statically)."""
-    from .env import Environment
+    from .env import Environment, unsloth_installed, uses_unsloth
 
     recipes, scripts = recipes or [], scripts or []
     if environment is None:
@@ -56,7 +56,11 @@ def run(*, recipes: list | None = None, scripts: list[Path] | None = None, gpus:
     by_scope = {scope: [c for c in checks if scope in c.scopes] for scope in ("env", "recipe", "script")}
     needs_env = any(c.uses_env for c in by_scope["env"] if environment) or any(
         c.uses_env for c in by_scope["recipe"] if recipes)
-    env = Environment.start() if needs_env else None
+    # unsloth's import probe takes seconds: start it now, beside the environment probe, when its
+    # check will need it.
+    unsloth = (environment and any(c.id == "unsloth" for c in by_scope["env"])
+               and uses_unsloth(recipes, scripts) is not False and unsloth_installed() is not None)
+    env = Environment.start(unsloth=unsloth) if needs_env else None
     shared = {"gpus": gpus, "recipes": recipes, "scripts": scripts, "env": env}
     sections: list[tuple[str, Context, list]] = []
     if environment and by_scope["env"]:
@@ -71,13 +75,15 @@ def run(*, recipes: list | None = None, scripts: list[Path] | None = None, gpus:
     # importing torch; the report keeps the registry's order.
     jobs = [(i, check, ctx) for i, (_, ctx, section_checks) in enumerate(sections) for check in section_checks]
     results = {}
-    for i, check, ctx in sorted(jobs, key=lambda job: job[1].uses_env):
-        results[i, check.id] = _run_check(check, ctx)
+    try:
+        for i, check, ctx in sorted(jobs, key=lambda job: job[1].uses_env):
+            results[i, check.id] = _run_check(check, ctx)
+    finally:
+        if env is not None:
+            env.close()
     report = Report()
     for i, (title, _, section_checks) in enumerate(sections):
         report.sections.append(Section(title, [f for c in section_checks for f in results[i, c.id]]))
-    if env is not None:
-        env.wait()
     return report
 
 

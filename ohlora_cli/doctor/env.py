@@ -43,17 +43,25 @@ try:
     out["gpus"] = gpus
 except Exception as exc:
     out["torch_error"] = f"{type(exc).__name__}: {exc}"
-try:
-    import torchvision
-    out["torchvision"] = torchvision.__version__
-    import torch
-    torch.ops.torchvision.nms  # the compiled operators (missing when torchvision does not match torch)
-    out["torchvision_ops"] = True
-except ModuleNotFoundError:
+import importlib.util
+if importlib.util.find_spec("torchvision") is None:
     out["torchvision"] = None
-except Exception as exc:
-    out["torchvision_ops"] = False
-    out["torchvision_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+else:
+    try:
+        import importlib.metadata
+        out["torchvision"] = importlib.metadata.version("torchvision")
+    except Exception:
+        out["torchvision"] = "(version unknown)"
+    try:
+        # A torchvision built for another torch fails here, on import (its operators are missing):
+        # that is what breaks `import transformers`.
+        import torchvision
+        import torch
+        torch.ops.torchvision.nms
+        out["torchvision_ops"] = True
+    except Exception as exc:
+        out["torchvision_ops"] = False
+        out["torchvision_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 print(json.dumps(out))
 """
 
@@ -65,16 +73,35 @@ class Environment:
     data: dict = field(default_factory=dict)
     error: str | None = None
     _proc: subprocess.Popen | None = None
+    _unsloth_proc: subprocess.Popen | None = None
+    _unsloth: tuple[bool, str] | None = None
 
     @classmethod
-    def start(cls) -> Environment:
+    def start(cls, *, unsloth: bool = False) -> Environment:
+        """Start the probe; with ``unsloth``, the unsloth import probe too (both run in parallel)."""
         env = cls()
         try:
             env._proc = subprocess.Popen([sys.executable, "-c", _PROBE], stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True)
         except OSError as exc:
             env.error = f"could not start the probe: {exc}"
+        if unsloth:
+            env._unsloth_proc = _start_unsloth_probe()
         return env
+
+    def close(self) -> None:
+        """Stop whatever probe is still running (a check that was not reached)."""
+        for proc in (self._proc, self._unsloth_proc):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+    def unsloth(self) -> tuple[bool, str]:
+        """Whether unsloth imports in a fresh process: (ok, its version or the error)."""
+        if self._unsloth is None:
+            proc, self._unsloth_proc = self._unsloth_proc or _start_unsloth_probe(), None
+            self._unsloth = _finish_unsloth_probe(proc)
+        return self._unsloth
 
     def wait(self) -> Environment:
         if self._proc is None:
@@ -198,13 +225,13 @@ class TorchvisionCheck(EnvCheck):
         return [self.finding(Status.PASS, f"torchvision {data['torchvision']}, operators load")]
 
 
-def _uses_unsloth(ctx: Context) -> bool | None:
+def uses_unsloth(recipes: list, scripts: list) -> bool | None:
     """True when a target uses unsloth, False when none does, None for the bare environment check."""
-    if not ctx.recipes and not ctx.scripts:
+    if not recipes and not scripts:
         return None
-    if any(getattr(getattr(r, "model", None), "backend", None) == "unsloth" for r in ctx.recipes):
+    if any(getattr(getattr(r, "model", None), "backend", None) == "unsloth" for r in recipes):
         return True
-    for script in ctx.scripts:
+    for script in scripts:
         try:
             text = Path(script).read_text(encoding="utf-8", errors="replace")
         except OSError:
@@ -214,17 +241,30 @@ def _uses_unsloth(ctx: Context) -> bool | None:
     return False
 
 
-def probe_unsloth(timeout: float = UNSLOTH_TIMEOUT_S) -> tuple[bool, str]:
-    """Import unsloth in a fresh process (it patches libraries on import). (ok, version or error)."""
-    code = "import unsloth, importlib.metadata as m; print(m.version('unsloth'))"
+def unsloth_installed() -> str | None:
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "UNSLOTH_DISABLE_STATISTICS": "1"})
+        return metadata.version("unsloth")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _start_unsloth_probe() -> subprocess.Popen:
+    """Import unsloth in a fresh process (it patches libraries on import)."""
+    code = "import unsloth, importlib.metadata as m; print(m.version('unsloth'))"
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "UNSLOTH_DISABLE_STATISTICS": "1"})
+
+
+def _finish_unsloth_probe(proc: subprocess.Popen, timeout: float = UNSLOTH_TIMEOUT_S) -> tuple[bool, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         return False, f"importing unsloth did not finish within {timeout:.0f} s"
     if proc.returncode == 0:
-        return True, proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "?"
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return True, out.strip().splitlines()[-1] if out.strip() else "?"
+    lines = [line for line in err.strip().splitlines() if line.strip()]
     return False, lines[-1] if lines else f"exit code {proc.returncode}"
 
 
@@ -234,18 +274,17 @@ class UnslothCheck(EnvCheck):
     scopes = ("env",)
 
     def run(self, ctx: Context) -> list[Finding]:
-        needed = _uses_unsloth(ctx)
+        needed = uses_unsloth(ctx.recipes, ctx.scripts)
         if needed is False:
             return [self.finding(Status.SKIP, "not used by these targets")]
-        try:
-            version = metadata.version("unsloth")
-        except metadata.PackageNotFoundError:
+        version = unsloth_installed()
+        if version is None:
             if needed:
                 return [self.finding(Status.FAIL, "model.backend is unsloth, but unsloth is not installed",
                                      where="model.backend", bad_input=True,
                                      hint="pip install 'ohlora-cli[unsloth]', or use --set model.backend=hf.")]
             return [self.finding(Status.SKIP, "unsloth is not installed (optional: pip install 'ohlora-cli[unsloth]')")]
-        ok, detail = probe_unsloth()
+        ok, detail = _env(ctx).unsloth()
         if not ok:
             return [self.finding(Status.FAIL if needed else Status.WARN,
                                  f"unsloth {version} is installed but does not import: {detail}",
