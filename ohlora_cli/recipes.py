@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import types
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -148,12 +150,15 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The section model of a field typed as one (or as one or None); None otherwise. A dict or
+    list of models is one key whose value is a mapping or list, not a section."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _section_type(arg)
-        if found is not None:
-            return found
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _section_type(arg)
+            if found is not None:
+                return found
     return None
 
 
@@ -213,7 +218,7 @@ def reference(kind: str) -> list[tuple[str, str, str]]:
     def walk(model: type[BaseModel], prefix: str):
         for name, field in model.model_fields.items():
             section = _section_type(field.annotation)
-            if section is not None and getattr(field.annotation, "__origin__", None) is not dict:
+            if section is not None:
                 yield from walk(section, f"{prefix}{name}.")
             else:
                 default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))

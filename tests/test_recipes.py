@@ -168,3 +168,10 @@ def test_readme_documents_every_recipe_key(kind):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     missing = [key for key, _, _ in recipes.reference(kind) if f"`{key}`" not in readme]
     assert not missing, f"README.md lacks recipe keys: {missing}"
+
+
+def test_reference_lists_a_mapping_of_sections_as_one_key():
+    """train.scorer.crops maps label columns to crops: one key, not the fields of a crop."""
+    keys = [key for key, _, _ in recipes.reference("gan")]
+    assert "train.scorer.crops" in keys and "train.scorer.resolution" in keys
+    assert not [key for key in keys if key.startswith("train.scorer.crops.")]
