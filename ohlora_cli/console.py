@@ -11,6 +11,11 @@ out = Console()
 err = Console(stderr=True)
 
 
+def say(message: str) -> None:
+    """A result line on stdout (plain text: no markup, no highlighting)."""
+    out.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
 def info(message: str) -> None:
     err.print(message, highlight=False, soft_wrap=True)
 

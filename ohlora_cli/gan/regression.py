@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..console import info, out
+from ..console import info, say
 from ..errors import Interrupted, RecipeError, RunFailed
 from ..runtime.seeding import seed_everything
 from ..runtime.signals import StopRequest
@@ -292,13 +292,12 @@ def train(ctx: RunContext) -> None:
                 progress = None
             label_control.print_table(result)
             if "pixel_probe/" + names[0] + "/r" in summary:
-                out.print("label control, read back by a pixel ridge regressor (r, requested vs seen): "
-                          + ", ".join(f"{n} {summary[f'pixel_probe/{n}/r']:.2f}" for n in names), highlight=False)
-            out.print(f"trained {cur_nimg / 1000:g} kimg in {seconds:g} s; checkpoint {path}; "
-                      f"grid {ctx.out / 'grid-latest.png'}; label control "
-                      f"{ctx.out / 'label_control' / f'label-control-{label_control.kimg_tag(cur_nimg / 1000)}.png'}",
-                      highlight=False)
-            out.print(f"load it: ohlora_cli.gan.load_generator('{ctx.out}')", highlight=False, markup=False)
+                say("label control, read back by a pixel ridge regressor (r, requested vs seen): "
+                    + ", ".join(f"{n} {summary[f'pixel_probe/{n}/r']:.2f}" for n in names))
+            say(f"trained {cur_nimg / 1000:g} kimg in {seconds:g} s; checkpoint {path}; "
+                f"grid {ctx.out / 'grid-latest.png'}; label control "
+                f"{ctx.out / 'label_control' / f'label-control-{label_control.kimg_tag(cur_nimg / 1000)}.png'}")
+            say(f"load it: ohlora_cli.gan.load_generator('{ctx.out}')")
     finally:
         if progress is not None:
             progress.stop()

@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..console import info, out
+from ..console import info, out, say
 from ..errors import CheckpointError, DataError, Interrupted, RecipeError, RunFailed
 from ..runtime.files import atomic_path
 from ..runtime.seeding import capture_rng, restore_rng, seed_everything
@@ -655,4 +655,4 @@ def _print_table(scorer: PropertyScorer, metrics: dict, best_epoch: int, path: P
         table.add_row(name, region, f"{metrics.get(f'valid/{name}/r', float('nan')):.3f}",
                       f"{metrics.get(f'valid/{name}/mae', float('nan')):.3f}")
     out.print(table)
-    out.print(f"scorer saved to {path} (use it as model.scorer)")
+    say(f"scorer saved to {path} (use it as model.scorer)")

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from .. import recipes
-from ..console import err, info, out, warn
+from ..console import err, info, out, say, warn
 from ..errors import CheckpointError, Interrupted, RecipeError, RunFailed
 from ..runtime import dist
 from ..runtime.devices import autocast_dtype, choose_precision, resolve_device
@@ -639,9 +639,8 @@ def train_adversarial(ctx: RunContext) -> None:
             if r.data.synthetic and dataset.cache is not None:  # the demo checks itself
                 probe = label_probe(G_ema, dataset.cache.numpy(), dataset.labels.numpy(), seed=r.seed)
                 summary.update({f"pixel_probe/{n}/r": round(v, 4) for n, v in zip(ctx.table.label_names, probe, strict=True)})
-                out.print("label control, read back by a pixel ridge regressor (r, requested vs seen): "
-                          + ", ".join(f"{n} {v:.2f}" for n, v in zip(ctx.table.label_names, probe, strict=True)),
-                          highlight=False)
+                say("label control, read back by a pixel ridge regressor (r, requested vs seen): "
+                    + ", ".join(f"{n} {v:.2f}" for n, v in zip(ctx.table.label_names, probe, strict=True)))
             if label_control is not None:
                 result = label_control(G_ema, cur_nimg)
                 summary.update(result.metrics)
@@ -650,9 +649,9 @@ def train_adversarial(ctx: RunContext) -> None:
             if progress is not None:
                 progress.stop()
                 progress = None
-            out.print(f"trained {cur_nimg / 1000:g} kimg in {summary['seconds']:g} s; checkpoint {path}; "
-                      f"grid {ctx.out / 'grid-latest.png'}", highlight=False)
-            out.print(f"load it: ohlora_cli.gan.load_generator('{ctx.out}')", highlight=False, markup=False)
+            say(f"trained {cur_nimg / 1000:g} kimg in {summary['seconds']:g} s; checkpoint {path}; "
+                f"grid {ctx.out / 'grid-latest.png'}")
+            say(f"load it: ohlora_cli.gan.load_generator('{ctx.out}')")
     finally:
         if progress is not None:
             progress.stop()

@@ -38,10 +38,13 @@ def tensors(path):
         return {k: fh.get_tensor(k) for k in fh.keys()}
 
 
-def test_training_run_writes_every_artifact(tmp_path):
+def test_training_run_writes_every_artifact(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path)
     run(recipe)
     out = tmp_path / "run"
+    shown = capsys.readouterr().out  # paths come out whole, whatever their length
+    assert f"checkpoint {out / 'checkpoints' / 'checkpoint-00000008.safetensors'}; grid {out / 'grid-latest.png'}" in shown
+    assert f"load it: ohlora_cli.gan.load_generator('{out}')" in shown
     records = stats(tmp_path)
     ticks = [r for r in records if "d_loss" in r]
     assert len(ticks) == 4 and records[-1]["done"] is True
