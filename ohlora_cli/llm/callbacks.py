@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -29,12 +30,18 @@ class StatsCallback(TrainerCallback):
 
 
 class RichProgressCallback(TrainerCallback):
-    """A rich progress bar on stderr instead of the Trainer's tqdm bars."""
+    """A rich progress bar on stderr instead of the Trainer's tqdm bars.
+
+    Redrawn from the training loop at most twice a second, with no refresh thread of its own
+    competing with the Trainer's Python loop for the GIL."""
+
+    REDRAW_S = 0.5
 
     def __init__(self):
         self.progress: Progress | None = None
         self.task = None
         self.last_loss: float | None = None
+        self.drawn_at = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -42,16 +49,20 @@ class RichProgressCallback(TrainerCallback):
         self.progress = Progress(
             TextColumn("[bold]train-llm[/bold]"), BarColumn(), MofNCompleteColumn(),
             TextColumn("epoch {task.fields[epoch]:.2f}  loss {task.fields[loss]}"), TimeRemainingColumn(),
-            console=err, transient=False,
+            console=err, transient=False, auto_refresh=False,
         )
         self.task = self.progress.add_task("steps", total=state.max_steps, completed=state.global_step,
                                            epoch=state.epoch or 0.0, loss="-")
         self.progress.start()
+        self.drawn_at = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.progress is not None:
+        now = time.monotonic()
+        if self.progress is not None and (now - self.drawn_at >= self.REDRAW_S or state.global_step >= state.max_steps):
             loss = f"{self.last_loss:.4f}" if self.last_loss is not None else "-"
-            self.progress.update(self.task, completed=state.global_step, epoch=state.epoch or 0.0, loss=loss)
+            self.progress.update(self.task, completed=state.global_step, epoch=state.epoch or 0.0, loss=loss,
+                                 refresh=True)
+            self.drawn_at = now
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
