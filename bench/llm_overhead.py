@@ -9,6 +9,9 @@ and stats.jsonl; evaluation and sample answers are off, as in the bare script. T
 runs twice: as trl's defaults leave it (no checkpoint within 70 steps), and saving the same
 per-epoch checkpoint as ohlora, which is the like-for-like reference for the overhead target.
 
+Repeats are interleaved; the table shows the fastest of each, and the last line the median of the
+paired ratios (ohlora / bare within one round), the figure least moved by a drifting machine.
+
     python bench/llm_overhead.py                 # 1 thread, one run each
     python bench/llm_overhead.py --repeats 3 --threads 2
 
@@ -23,6 +26,7 @@ import csv
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -142,9 +146,12 @@ def main() -> None:
                                               str(ohlora_recipe(work, model_dir, csv_path, "unsloth")),
                                               "--skip-doctor"]
     # Repeats are interleaved (A B C, A B C, ...) so that a slow spell of the machine hits every
-    # run alike; the fastest repeat of each counts.
+    # run alike; the fastest repeat of each counts, and each repeat also gives a paired ratio
+    # (ohlora / bare in the same round), whose median is robust to the machine's drift.
     results: dict[str, dict] = {}
+    rounds: list[dict[str, float]] = []
     for _ in range(args.repeats):
+        rounds.append({})
         for name, cmd in runs.items():
             for folder in ("bare", "run-hf", "run-unsloth"):  # each repeat starts a fresh run
                 shutil.rmtree(work / folder, ignore_errors=True)
@@ -156,8 +163,12 @@ def main() -> None:
                 stats = (work / f"run-{backend}" / "stats.jsonl").read_text().splitlines()
                 metrics = json.loads(stats[-1])
             sps = metrics["train_steps_per_second"]
+            rounds[-1][name] = sps
             if name not in results or sps > results[name]["steps_per_s"]:
                 results[name] = {"steps_per_s": sps, "wall_s": round(wall, 1), "peak_rss_mb": round(rss / 2**20)}
+
+    def paired(reference: str) -> float:
+        return round(statistics.median(r["ohlora train-llm (hf)"] / r[reference] for r in rounds), 3)
 
     bare = results["bare trl SFTTrainer (hf)"]["steps_per_s"]
     same = results["bare trl + epoch checkpoint"]["steps_per_s"]
@@ -168,8 +179,12 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<30} {r['steps_per_s']:>8.2f} {r['steps_per_s'] / bare:>8.3f} {r['steps_per_s'] / same:>13.3f} "
               f"{r['wall_s']:>8.1f} {r['peak_rss_mb']:>12}")
+    print(f"ohlora (hf) / bare, median of the {args.repeats} paired rounds: {paired('bare trl SFTTrainer (hf)'):.3f} "
+          f"(vs bare + epoch checkpoint: {paired('bare trl + epoch checkpoint'):.3f})")
     summary = {"bench": "llm_overhead", "device": "cpu", "threads": args.threads, "repeats": args.repeats,
                "ohlora_vs_bare": round(ours / bare, 3), "ohlora_vs_bare_with_checkpoint": round(ours / same, 3),
+               "paired_median_vs_bare": paired("bare trl SFTTrainer (hf)"),
+               "paired_median_vs_bare_with_checkpoint": paired("bare trl + epoch checkpoint"),
                "runs": results}
     if "ohlora train-llm (unsloth)" in results:
         summary["unsloth_vs_hf"] = round(results["ohlora train-llm (unsloth)"]["steps_per_s"] / ours, 3)
