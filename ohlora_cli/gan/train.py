@@ -706,7 +706,8 @@ class _Tick:
 
 class TrainProgress:
     """Rich progress bar on stderr: kimg done / total, img/s, the method's losses, and the last
-    label-control figure (``control``, set when the run measures it)."""
+    label-control figure (``control``, set when the run measures it). Redrawn from the training
+    loop at most twice a second, with no refresh thread of its own (as train-llm's)."""
 
     def __init__(self, ctx: RunContext, cur_nimg: int, title: str):
         from rich.progress import (
@@ -721,7 +722,7 @@ class TrainProgress:
             TextColumn(f"[bold]{title}[/bold]"), BarColumn(),
             TextColumn("{task.completed:.2f}/{task.total:.2f} kimg"), TextColumn("{task.fields[speed]:>9}"),
             TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[control]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False, auto_refresh=False,
         )
         self.task = self.progress.add_task("train", total=ctx.total_nimg / 1000, completed=cur_nimg / 1000,
                                            speed="", losses="", control="")
@@ -736,7 +737,7 @@ class TrainProgress:
             return
         speed = (cur_nimg - self.last_nimg) / max(now - self.last_time, 1e-6)
         self.progress.update(self.task, completed=cur_nimg / 1000, speed=f"{speed:.0f} img/s", losses=losses(),
-                             control=self.control)
+                             control=self.control, refresh=True)
         self.last_time, self.last_nimg = now, cur_nimg
 
     def stop(self) -> None:
