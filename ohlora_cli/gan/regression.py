@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..console import info, say
-from ..errors import Interrupted, RecipeError, RunFailed
+from ..errors import RecipeError, RunFailed
 from ..runtime.seeding import seed_everything
 from ..runtime.signals import StopRequest
 from . import checkpoint as ckpt
@@ -41,10 +41,11 @@ from .train import (
     make_optimizer,
     restore_state,
     save_state,
+    set_lr,
     set_trainable,
     start_networks,
     step_optimizer,
-    stop_agreed,
+    stop_if_agreed,
     update_ema,
     write_grid,
 )
@@ -223,17 +224,9 @@ def train(ctx: RunContext) -> None:
     try:
         with StopRequest() as stop:
             while cur_nimg < ctx.total_nimg:
-                if stop_agreed(stop, env, device):
-                    path = save({"interrupted": True})
-                    raise Interrupted(
-                        f"stopped by {stop.signal_name or 'a signal'} at {cur_nimg / 1000:g} kimg; "
-                        f"checkpoint saved{f' to {path}' if path else ''}",
-                        hint="Continue with the same command plus --resume.",
-                    )
+                stop_if_agreed(stop, env, device, save, cur_nimg)
                 factor = lr_factor(t, cur_nimg, ctx.total_nimg)
-                for opt, lr in ((opt_G, t.g_lr), (opt_D, t.d_lr)):
-                    for group in (opt.param_groups if opt is not None else []):
-                        group["lr"] = lr * factor
+                set_lr(factor, (opt_G, t.g_lr), (opt_D, t.d_lr))
                 stepped = True
                 if adversarial:
                     real_img, real_c = next(batches)

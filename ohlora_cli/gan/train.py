@@ -391,6 +391,26 @@ def stop_agreed(stop: StopRequest, env: dist.DistEnv, device: torch.device) -> b
     return bool(flag.item() > 0)
 
 
+def stop_if_agreed(stop: StopRequest, env: dist.DistEnv, device: torch.device, save: Callable[[dict], Path | None],
+                   cur_nimg: int) -> None:
+    """The kimg-based loops' Ctrl-C / SIGTERM: once every rank agrees, save a checkpoint and raise
+    Interrupted (exit 130)."""
+    if stop_agreed(stop, env, device):
+        path = save({"interrupted": True})
+        raise Interrupted(
+            f"stopped by {stop.signal_name or 'a signal'} at {cur_nimg / 1000:g} kimg; "
+            f"checkpoint saved{f' to {path}' if path else ''}",
+            hint="Continue with the same command plus --resume.",
+        )
+
+
+def set_lr(factor: float, *optimizers_and_lrs: tuple[torch.optim.Optimizer | None, float]) -> None:
+    """Scale each optimizer's base learning rate by the schedule's factor (None: no optimizer)."""
+    for opt, lr in optimizers_and_lrs:
+        for group in (opt.param_groups if opt is not None else []):
+            group["lr"] = lr * factor
+
+
 def write_grid(ctx: RunContext, G_ema: Generator, z: torch.Tensor, cur_nimg: int) -> Path:
     images, rows, cols = label_sweep(G_ema, z, steps=ctx.recipe.train.grid_steps)
     path = save_grid(images, rows, cols, ctx.out / "grids" / f"grid-{cur_nimg / 1000:09.3f}kimg.png")
@@ -575,20 +595,12 @@ def train_adversarial(ctx: RunContext) -> None:
     try:
         with StopRequest() as stop:
             while cur_nimg < ctx.total_nimg:
-                if stop_agreed(stop, env, device):
-                    path = save({"interrupted": True})
-                    raise Interrupted(
-                        f"stopped by {stop.signal_name or 'a signal'} at {cur_nimg / 1000:g} kimg; "
-                        f"checkpoint saved{f' to {path}' if path else ''}",
-                        hint="Continue with the same command plus --resume.",
-                    )
+                stop_if_agreed(stop, env, device, save, cur_nimg)
                 real_img, real_c = next(batches)
                 real_img = real_img.to(device, non_blocking=True).float() / 127.5 - 1
                 real_c = real_c.to(device, non_blocking=True)
                 factor = lr_factor(t, cur_nimg, ctx.total_nimg)
-                for opt, lr in ((opt_G, t.g_lr), (opt_D, t.d_lr)):
-                    for group in opt.param_groups:
-                        group["lr"] = lr * factor
+                set_lr(factor, (opt_G, t.g_lr), (opt_D, t.d_lr))
 
                 d = phase(d_phase, real_img, real_c, opt_D, D_params, scalers["D"], D, G)
                 if lazy_r1 and step % t.r1_interval == 0:

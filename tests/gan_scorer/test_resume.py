@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 from ohlora_cli.cli import app
 from ohlora_cli.errors import Interrupted, RecipeError
 from ohlora_cli.gan import checkpoint as ckpt
-from ohlora_cli.gan import regression
 from ohlora_cli.gan import scorer as sc
+from ohlora_cli.gan import train as gan_train
 
 from .conftest import train_gan, write_recipe
 
@@ -29,7 +29,7 @@ def test_regression_ctrl_c_saves_and_exits_130(blobs, scorer_run, shuffled_run, 
     recipe = write_recipe(tmp_path / "r.yaml", output_dir=tmp_path / "out", csv_path=blobs / "labels.csv",
                           model={"checkpoint": str(ckpt.latest_checkpoint(shuffled_run)), "scorer": str(scorer_run)},
                           train={"method": "property-regression", "kimg": 1})
-    monkeypatch.setattr(regression, "stop_agreed", stop_at_call(3))
+    monkeypatch.setattr(gan_train, "stop_agreed", stop_at_call(3))  # read by train.stop_if_agreed
     result = CliRunner().invoke(app, ["train-gan", recipe, "--skip-doctor"])
     assert result.exit_code == 130, result.output
     saved = ckpt.latest_checkpoint(tmp_path / "out")
