@@ -29,7 +29,8 @@ class ScriptDtypeMismatch(Check):
     def run(self, ctx: Context) -> list[Finding]:
         result = analysis(ctx)
         findings, born = [], set()
-        for meeting in result.meetings.values():
+        # Definite chains first: where one float64 meets the model on every path, that is where the run dies.
+        for meeting in sorted(result.meetings.values(), key=lambda m: bool(m.doubt)):
             origin = meeting.origin
             if origin.where in born:
                 continue  # the first meeting is where the run dies; later ones never run
@@ -41,11 +42,19 @@ class ScriptDtypeMismatch(Check):
             if "double()" in origin.what:
                 hint = (f"`.double()` is not a fix, it is the cause: the model's weights are float32. Use `.float()` "
                         f"at {origin.where}, or cast at {meeting.site}: {cast}.")
+            chain = (f"{origin.what} (born at {origin.where}); it reaches {meeting.op} at "
+                     f"{meeting.site}{_via(meeting.stack)}")
+            if meeting.doubt:
+                findings.append(self.finding(
+                    Status.WARN,
+                    f"float64 may meet float32: {chain}. Assumed: {'; '.join(meeting.doubt)}. If that holds, this "
+                    f"fails with 'expected mat1 and mat2 to have the same dtype' (double != float).",
+                    where=meeting.site, hint=hint))
+                continue
             findings.append(self.finding(
                 Status.FAIL,
-                f"float64 meets float32: {origin.what} (born at {origin.where}); it reaches {meeting.op} at "
-                f"{meeting.site}{_via(meeting.stack)}. This fails with 'expected mat1 and mat2 to have the same "
-                f"dtype' (double != float).",
+                f"float64 meets float32: {chain}. Every step is definite on the paths the doctor followed: this "
+                f"fails with 'expected mat1 and mat2 to have the same dtype' (double != float).",
                 where=meeting.site, hint=hint))
         return findings
 
@@ -63,16 +72,28 @@ class ScriptGradInference(Check):
             if site in trained:
                 continue
             repeat = f"in the loop at {forward.loop}" if forward.loop else "repeatedly"
-            message = (f"`{forward.label}(...)` at {site} runs {repeat}{_via(forward.stack)} with gradients "
-                       f"enabled, and its output never reaches .backward(): every call builds an autograd graph.")
+            message = f"`{forward.label}(...)` at {site} runs {repeat}{_via(forward.stack)} with gradients enabled"
+            assumed = [forward.guess] if forward.guess else []
+            escape = result.escapes.get(site) if not forward.buffers else None
+            if escape:
+                message += f", and its output goes into code the doctor cannot see at {escape}."
+                assumed.append(f"the call at {escape} never calls .backward() on it")
+            else:
+                message += ", and its output never reaches .backward()."
             if forward.eval_mode:
                 message += " model.eval() alone does not turn gradients off."
             for buffer_site, name in dict.fromkeys(forward.buffers):
                 message += (f" The module is in train mode and its forward updates the buffer '{name}' from a "
                             f"grad-requiring tensor at {buffer_site}, so the buffer carries autograd history from "
                             f"call to call and memory grows with every call.")
+            if assumed:
+                status = Status.WARN
+                message += f" Assumed: {'; '.join(assumed)}. If so, every call builds an autograd graph."
+            else:
+                status = Status.FAIL
+                message += " Every call builds an autograd graph; every step of this is definite."
             findings.append(self.finding(
-                Status.FAIL, message, where=site,
+                status, message, where=site,
                 hint="Wrap the call in `with torch.no_grad():` (or decorate its function with `@torch.no_grad()`) "
                      "and keep only `.detach().cpu()` of what it returns."))
         for site, kept in result.retentions.items():
@@ -110,8 +131,8 @@ class ScriptMultiGpuBatch(Check):
     def run(self, ctx: Context) -> list[Finding]:
         result = analysis(ctx)
         configs = {e.site: e for e in result.timeline if e.kind == "config"}
-        if not configs or result.torchrun:
-            return []
+        if not configs or result.launcher:
+            return []  # one process per GPU (torchrun, accelerate, mp.spawn, deepspeed, Lightning): no DataParallel
         pinned = _effective_env(result.timeline)
         visible = _devices(pinned.value) if pinned is not None else ctx.gpus
         findings = []

@@ -2,16 +2,21 @@
 
 It walks the entry script top to bottom the way Python would run it: a local ``import`` runs that
 module's top level at that point, calls to local functions and methods are followed (with the
-abstract values of their arguments), loop bodies run twice, both branches of an ``if`` run. On the
-way it records what the checks need:
+abstract values of their arguments), loop bodies run twice, both sides of an ``if`` run and their
+variables are joined where the paths meet (a ``return``, ``raise``, ``break`` or ``continue`` ends a
+path; ``x is None`` and ``isinstance`` tests narrow ``x`` on each side). Library calls follow the
+table in ``library.py``. On the way it records what the checks need:
 
 - ``meetings``: a float64 tensor reaching float32 model code (nn.Linear/conv modules, ``matmul`` /
-  ``@`` / ``F.linear`` with a float32 weight), with the float64's birth;
+  ``@`` / ``F.linear`` with a float32 weight), with the float64's birth and the assumptions the
+  chain rests on (none: a definite chain);
 - ``forwards``: forward passes of a model that repeat (in a loop, or in a callback) with gradients
-  enabled; ``training_sites``: the forward passes whose graph reaches ``.backward()``;
+  enabled; ``training_sites``: the forward passes whose graph may reach ``.backward()``;
+  ``escapes``: forward passes whose output went into code the analysis cannot see;
   ``retentions``: graph-carrying tensors kept across iterations (``losses.append(loss)``);
 - ``timeline``: in execution order, ``CUDA_VISIBLE_DEVICES`` assignments, the first CUDA queries,
-  and TrainingArguments / SFTConfig constructions.
+  and TrainingArguments / SFTConfig constructions; ``launcher``: the first sign that the script is
+  meant to run one process per GPU (torchrun, accelerate, mp.spawn, deepspeed, Lightning).
 """
 
 from __future__ import annotations
@@ -19,17 +24,18 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field, replace
 
+from . import library
 from .project import ClassInfo, Module, Project, display, where
 from .values import (
-    F32,
+    NONE,
     UNKNOWN,
     ClassRef,
     Const,
     Dataset,
     DictV,
-    Enum,
     FuncRef,
     Inst,
+    Items,
     Lib,
     Loader,
     Mod,
@@ -39,48 +45,39 @@ from .values import (
     Seq,
     T,
     Unknown,
-    Zip,
     drop_graph,
+    element,
     graph_of,
+    join,
+    join_all,
+    opaque,
+    scalar,
     sources_of,
 )
 
 MAX_DEPTH = 14
 
+# Names people give models. Only ever a guess: a finding that rests on one is at most a WARN.
 MODEL_NAMES = {
     "model", "net", "network", "g", "d", "g_ema", "generator", "discriminator", "gen", "disc", "netg",
     "netd", "encoder", "decoder", "scorer", "cnn", "vae", "unet", "classifier", "regressor", "critic",
-    "property_cnn", "score_cnn",
 }
-
-# torch.nn classes with float weights an input must match (the rest are parameter-free).
-NN_PARAMETRIC = {
-    "Linear", "Bilinear", "LazyLinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
-    "ConvTranspose3d", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LayerNorm", "GroupNorm", "BatchNorm1d",
-    "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "LSTM",
-    "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "MultiheadAttention", "Transformer",
-    "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer", "TransformerDecoderLayer",
-    "Sequential", "ModuleList", "ModuleDict", "PReLU",
-}
-MATMUL_OPS = {"matmul", "mm", "bmm", "mv", "addmm", "linear", "bilinear", "conv1d", "conv2d", "conv3d",
-              "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
-TORCH_FACTORIES = {"randn", "rand", "zeros", "ones", "empty", "full", "linspace", "logspace", "normal", "eye",
-                   "randn_like", "rand_like", "zeros_like", "ones_like", "full_like", "empty_like"}
-NUMPY_F64_FACTORIES = {"zeros", "ones", "empty", "full", "linspace", "logspace", "eye", "identity",
-                       "zeros_like", "ones_like", "full_like", "empty_like"}
-NUMPY_RANDOM_INT = {"randint", "integers", "choice", "permutation", "shuffle", "seed", "default_rng",
-                    "RandomState", "get_state", "set_state", "binomial", "poisson"}
 GRAPH_DROPPING = {"detach", "item", "tolist", "numpy", "detach_", "__float__"}
-TRAINING_CONFIGS = ("TrainingArguments", "Seq2SeqTrainingArguments")
-DIST_MARKERS = {"LOCAL_RANK", "WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE"}
-CVD = "CUDA_VISIBLE_DEVICES"
-
-F64_DTYPES = {"torch.float64", "torch.double", "numpy.float64", "numpy.double", "float", "float64", "double",
-              "builtins.float", "torch.DoubleTensor"}
-F32_DTYPES = {"torch.float32", "torch.float", "numpy.float32", "numpy.single", "float32", "torch.FloatTensor"}
-INT_DTYPES = {"torch.int64", "torch.long", "torch.int32", "torch.int", "numpy.int64", "numpy.int32", "int",
-              "int64", "int32", "long", "torch.LongTensor", "torch.uint8", "numpy.uint8", "uint8", "bool",
-              "torch.bool"}
+INPLACE = {"copy_", "lerp_", "mul_", "add_", "sub_", "div_", "fill_", "zero_", "clamp_", "normal_", "uniform_"}
+NO_VALUE = {"size", "dim", "numel", "shape", "any", "all", "nelement", "element_size", "stride", "get_device",
+            "is_contiguous", "data_ptr", "backward_hook", "register_hook"}
+TENSOR_ATTRS_NONE = {"shape", "dtype", "device", "ndim", "requires_grad", "is_cuda", "grad_fn", "is_leaf", "layout"}
+INT_METHODS = {"long", "int", "bool", "byte", "short", "argmax", "argmin", "argsort", "nonzero", "eq", "ne", "gt",
+               "lt", "ge", "le", "isnan", "isinf", "isfinite", "sign_", "char"}
+F16_METHODS = {"half", "bfloat16"}
+BUILTINS = {
+    "enumerate", "zip", "iter", "next", "list", "tuple", "sorted", "reversed", "map", "filter", "range", "dict",
+    "set", "frozenset", "len", "int", "float", "round", "min", "max", "abs", "sum", "print", "isinstance",
+    "getattr", "hasattr", "setattr", "open", "super", "bool", "type", "id", "str", "repr", "format", "callable",
+    "vars", "input", "any", "all", "issubclass", "hash", "ord", "exit", "quit",
+}
+REST = "**"  # in kwargs: the value of the keys of a **mapping that could not be named
+MODULE_METHODS_SELF = {"to", "cuda", "cpu", "requires_grad_", "zero_grad", "apply", "share_memory", "compile"}
 
 
 @dataclass
@@ -90,6 +87,7 @@ class Meeting:
     op: str
     expr: str
     stack: tuple
+    doubt: tuple = ()
 
 
 @dataclass
@@ -100,7 +98,7 @@ class Forward:
     loop: str | None
     buffers: list = field(default_factory=list)  # (site, buffer name) updated with a graph in train mode
     eval_mode: bool = False
-    kept: str | None = None  # where its output is kept across calls
+    guess: str | None = None  # the module is a guess from this reason
 
 
 @dataclass
@@ -113,7 +111,7 @@ class Retention:
 
 @dataclass
 class Event:
-    kind: str  # "env-set", "cuda", "config", "import"
+    kind: str  # "env-set", "cuda", "config"
     site: str
     stack: tuple
     detail: str = ""
@@ -140,6 +138,8 @@ class Frame:
     returns: list = field(default_factory=list)
     assigned: set | None = None  # names a function assigns (None at module level)
     loops: list = field(default_factory=list)  # names each enclosing loop body assigns
+    closure: Frame | None = None  # the frame a nested function or lambda was defined in
+    global_names: set = field(default_factory=set)
 
 
 def _assigned_names(body: list) -> set:
@@ -159,51 +159,34 @@ def _assigned_names(body: list) -> set:
     return names
 
 
-def _const(node: ast.AST):
+def _const(node: ast.AST | None):
     if isinstance(node, ast.Constant):
         return node.value
     return None
 
 
-def join(a, b):
-    if a == b:
-        return a
-    if isinstance(a, Unknown):
-        return b
-    if isinstance(b, Unknown):
-        return a
-    if isinstance(a, T) and isinstance(b, T):
-        f64 = a if a.f64 else b if b.f64 else None
-        dtype = "f64" if f64 else (a.dtype if a.dtype == b.dtype else "?")
-        kind = a.kind if a.kind == b.kind else ("tensor" if "tensor" in (a.kind, b.kind) else a.kind)
-        return T(kind, dtype, f64.origin if f64 else None, a.req or b.req, a.grads | b.grads, src=a.src | b.src)
-    if isinstance(a, Seq) and isinstance(b, Seq) and len(a.items) == len(b.items):
-        return Seq(tuple(join(x, y) for x, y in zip(a.items, b.items, strict=False)))
-    if isinstance(a, T) and a.f64:
-        return a
-    if isinstance(b, T) and b.f64:
-        return b
-    return a
-
-
-def _join_all(values):
-    result = UNKNOWN
-    for value in values:
-        result = join(result, value)
-    return result
-
-
-def _with_site(value, site: str):
-    """A forward pass's output carries a graph from that site."""
+def _with_site(value, site: str, definite: bool):
+    """A forward pass's output carries a graph from that site (certainly, unless the model is a guess)."""
     if isinstance(value, T):
-        return replace(value, req=True, grads=value.grads | {site}, param=None, buffer=False)
+        return replace(value, req=value.req or definite, grads=value.grads | {site}, param=None, buffer=False)
     if isinstance(value, Seq):
-        return Seq(tuple(_with_site(v, site) for v in value.items))
+        return Seq(tuple(_with_site(v, site, definite) for v in value.items))
+    if isinstance(value, Items):
+        return Items(_with_site(value.elem, site, definite))
     if isinstance(value, DictV):
-        return DictV(tuple((k, _with_site(v, site)) for k, v in value.items))
+        rest = _with_site(value.rest, site, definite) if value.rest is not None else None
+        return DictV(tuple((k, _with_site(v, site, definite)) for k, v in value.items), rest)
     if isinstance(value, Unknown):
-        return T("tensor", "f32", req=True, grads=frozenset({site}))
+        return T("tensor", "f32", req=definite, grads=frozenset({site}))
     return value
+
+
+def _model_name(expr: ast.expr) -> str | None:
+    name = expr.id if isinstance(expr, ast.Name) else expr.attr if isinstance(expr, ast.Attribute) else ""
+    lowered = name.lower()
+    if lowered in MODEL_NAMES or lowered.endswith(("_model", "_net", "_generator", "_cnn")):
+        return f"`{ast.unparse(expr)}` is taken for a model from its name (its value is not visible)"
+    return None
 
 
 class Interpreter:
@@ -213,11 +196,13 @@ class Interpreter:
         self.meetings: dict[tuple, Meeting] = {}
         self.forwards: dict[str, Forward] = {}
         self.training_sites: set[str] = set()
+        self.escapes: dict[str, str] = {}  # forward site -> where its output went out of sight
         self.feeds: dict[str, set] = {}  # forward site -> forward sites whose outputs it consumed
         self.retentions: dict[str, Retention] = {}
         self.timeline: list[Event] = []
-        self.torchrun: str | None = None
-        self.default_f64: str | None = None
+        self.launcher: tuple[str, str] | None = None  # (site, what)
+        self.default_dtype = "f32"
+        self.default_set_at: str | None = None
         self.analysed: set = set()
         self._memo: dict = {}
         self._active: list = []
@@ -226,7 +211,6 @@ class Interpreter:
     # -- entry points --------------------------------------------------------------------------
 
     def run(self) -> Interpreter:
-        self.default_f64 = self._find_default_f64()
         self.exec_module(self.project.entry, ())
         entry = self.project.entry
         for node in entry.functions.values():
@@ -239,7 +223,7 @@ class Interpreter:
         return self
 
     def trained(self) -> set[str]:
-        """Forward sites that are part of training: their graph reaches .backward(), or their output
+        """Forward sites that are part of training: their graph may reach .backward(), or their output
         (even detached, like a GAN's ``D(fake.detach())``) feeds a forward pass that does."""
         trained = set(self.training_sites)
         todo = list(trained)
@@ -250,23 +234,19 @@ class Interpreter:
                     todo.append(source)
         return trained
 
-    def _find_default_f64(self) -> str | None:
-        for module in self.project.modules.values():
-            for node in ast.walk(module.tree):
-                if (isinstance(node, ast.Call) and self.project.qualname(module, node.func) == "torch.set_default_dtype"
-                        and node.args and self._dtype_name(module, node.args[0]) == "f64"):
-                    return where(module, node)
-        return None
-
     def _run_callbacks(self, info: ClassInfo) -> None:
-        obj = Obj(info)
-        inst = Inst(obj)
+        """A Trainer callback's ``on_*`` methods run again and again, and get the Trainer's model."""
+        inst = Inst(Obj(info))
         saved = self.state
         for name, node in info.methods.items():
             if name.startswith("on_"):
                 self.state = State(repeated=True, loop=where(info.module, node), callback=True)
-                self.call_function(info.module, node, [], {}, inst, None)
+                self.call_function(info.module, node, [], {"model": Mod(label="model")}, inst, None)
         self.state = saved
+
+    @staticmethod
+    def where(frame: Frame, node: ast.AST) -> str:
+        return where(frame.module, node)
 
     # -- modules -------------------------------------------------------------------------------
 
@@ -276,82 +256,164 @@ class Interpreter:
         env = self.globals[module] = {}
         saved = self.state
         self.state = State(stack=stack)
-        frame = Frame(module, env)
-        self.exec_block(module.tree.body, frame)
+        self.exec_block(module.tree.body, Frame(module, env))
         self.state = saved
 
     # -- statements ----------------------------------------------------------------------------
 
-    def exec_block(self, body: list, frame: Frame) -> None:
+    def exec_block(self, body: list, frame: Frame) -> bool:
+        """Run the statements; False when the block never falls through (return, raise, ...)."""
         saved_no_grad = self.state.no_grad
+        falls = True
         for stmt in body:
-            self.exec_stmt(stmt, frame)
+            if not self.exec_stmt(stmt, frame):
+                falls = False
+                break
         self.state.no_grad = saved_no_grad
+        return falls
 
-    def exec_stmt(self, stmt: ast.stmt, frame: Frame) -> None:  # noqa: C901 - one dispatch
-        module = frame.module
-        if isinstance(stmt, ast.Expr):
-            if isinstance(stmt.value, ast.Call):
-                self._grad_switch(stmt.value, frame)
-            self.eval(stmt.value, frame)
-        elif isinstance(stmt, ast.Assign):
-            value = self.eval(stmt.value, frame)
-            for target in stmt.targets:
-                self.assign(target, value, frame, stmt)
-        elif isinstance(stmt, ast.AnnAssign):
-            if stmt.value is not None:
-                self.assign(stmt.target, self.eval(stmt.value, frame), frame, stmt)
-        elif isinstance(stmt, ast.AugAssign):
-            value = self.eval(stmt.value, frame)
-            current = self.eval(stmt.target, frame)
-            if self._persists(stmt.target, frame):
-                self._check_retention(value, stmt, frame, f"{ast.unparse(stmt)}")
-            self.assign(stmt.target, self.binop(current, value, stmt, stmt.op, frame), frame, stmt, aug=True)
-        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            self._import(stmt, frame)
-        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            frame.locals[stmt.name] = FuncRef(module, stmt)
-        elif isinstance(stmt, ast.ClassDef):
-            info = module.classes.get(stmt.name)
-            if info is not None:
-                frame.locals[stmt.name] = ClassRef(info)
-        elif isinstance(stmt, ast.Return):
-            frame.returns.append(self.eval(stmt.value, frame) if stmt.value else Const(None))
-        elif isinstance(stmt, ast.If):
-            self._exec_if(stmt, frame)
-        elif isinstance(stmt, (ast.For, ast.AsyncFor)):
-            items = self.iterate(self.eval(stmt.iter, frame))
-            self._loop(stmt, frame, lambda: self.assign(stmt.target, items, frame, stmt))
-        elif isinstance(stmt, ast.While):
-            self._loop(stmt, frame, lambda: self.eval(stmt.test, frame))
-        elif isinstance(stmt, (ast.With, ast.AsyncWith)):
-            saved = self.state.no_grad
-            for item in stmt.items:
-                mode = self._grad_mode(item.context_expr, module)
-                if mode is not None:
-                    self.state.no_grad = mode
-                value = self.eval(item.context_expr, frame)
-                if item.optional_vars is not None:
-                    self.assign(item.optional_vars, value, frame, stmt)
-            self.exec_block(stmt.body, frame)
-            self.state.no_grad = saved
-        elif isinstance(stmt, ast.Try) or type(stmt).__name__ == "TryStar":
-            self.exec_block(stmt.body, frame)
-            for handler in stmt.handlers:
-                if handler.name:
-                    frame.locals[handler.name] = UNKNOWN
-                self.exec_block(handler.body, frame)
-            self.exec_block(stmt.orelse, frame)
-            self.exec_block(stmt.finalbody, frame)
-        elif isinstance(stmt, ast.Match):
-            for case in stmt.cases:
-                self.exec_block(case.body, frame)
+    def exec_stmt(self, stmt: ast.stmt, frame: Frame) -> bool:
+        handler = getattr(self, f"_stmt_{type(stmt).__name__}", None)
+        if handler is None:
+            return True
+        return handler(stmt, frame) is not False
+
+    def _stmt_Expr(self, stmt: ast.Expr, frame: Frame):
+        if isinstance(stmt.value, ast.Call):
+            self._grad_switch(stmt.value, frame)
+        self.eval(stmt.value, frame)
+
+    def _stmt_Assign(self, stmt: ast.Assign, frame: Frame):
+        value = self.eval(stmt.value, frame)
+        for target in stmt.targets:
+            self.assign(target, value, frame, stmt)
+
+    def _stmt_AnnAssign(self, stmt: ast.AnnAssign, frame: Frame):
+        if stmt.value is not None:
+            self.assign(stmt.target, self.eval(stmt.value, frame), frame, stmt)
+
+    def _stmt_AugAssign(self, stmt: ast.AugAssign, frame: Frame):
+        value = self.eval(stmt.value, frame)
+        current = self.eval(stmt.target, frame)
+        if self._persists(stmt.target, frame):
+            self._check_retention(value, stmt, frame, ast.unparse(stmt))
+        self.assign(stmt.target, self.binop(current, value, stmt, stmt.op, frame), frame, stmt)
+
+    def _stmt_Import(self, stmt, frame: Frame):
+        self._import(stmt, frame)
+
+    _stmt_ImportFrom = _stmt_Import
+
+    def _stmt_FunctionDef(self, stmt, frame: Frame):
+        closure = frame if frame.assigned is not None else None
+        frame.locals[stmt.name] = FuncRef(frame.module, stmt, closure=closure)
+
+    _stmt_AsyncFunctionDef = _stmt_FunctionDef
+
+    def _stmt_ClassDef(self, stmt: ast.ClassDef, frame: Frame):
+        info = frame.module.classes.get(stmt.name)
+        if info is not None:
+            frame.locals[stmt.name] = ClassRef(info)
+
+    def _stmt_Global(self, stmt: ast.Global, frame: Frame):
+        frame.global_names.update(stmt.names)
+
+    def _stmt_Return(self, stmt: ast.Return, frame: Frame):
+        frame.returns.append(self.eval(stmt.value, frame) if stmt.value else NONE)
+        return False
+
+    def _stmt_Raise(self, stmt: ast.Raise, frame: Frame):
+        self.eval(stmt.exc, frame)
+        return False
+
+    def _stmt_Break(self, stmt, frame: Frame):
+        return False
+
+    _stmt_Continue = _stmt_Break
+
+    def _stmt_Assert(self, stmt: ast.Assert, frame: Frame):
+        self.eval(stmt.test, frame)
+
+    def _stmt_If(self, stmt: ast.If, frame: Frame):
+        branch = self._static_test(stmt.test, frame)
+        if branch is True:
+            return self.exec_block(stmt.body, frame)
+        if branch is False:
+            return self.exec_block(stmt.orelse, frame)
+        self.eval(stmt.test, frame)
+        on_true, on_false = self._narrowing(stmt.test, frame)
+        return self._branches(frame, [(stmt.body, on_true), (stmt.orelse, on_false)],
+                              f"the side of the `if` at {where(frame.module, stmt)} that leaves it float64 is the one taken")
+
+    def _branches(self, frame: Frame, branches: list, why: str) -> bool:
+        """Run each (body, narrowed names) from the same state; join what the paths that fall through
+        leave behind. The frame keeps its locals dict (module globals and closures point at it)."""
+        shared = frame.locals
+        before = dict(shared)
+        results = []
+        for body, narrowed in branches:
+            frame.locals = {**before, **narrowed}
+            if self.exec_block(body, frame):
+                results.append(frame.locals)
+        frame.locals = shared
+        if not results:
+            return False
+        merged = results[0]
+        for other in results[1:]:
+            merged = {key: join(merged.get(key, UNKNOWN), other.get(key, UNKNOWN), why)
+                      for key in merged.keys() | other.keys()}
+        shared.clear()
+        shared.update(merged)
+        return True
+
+    def _stmt_For(self, stmt, frame: Frame):
+        items = self.iterate(self.eval(stmt.iter, frame))
+        self._loop(stmt, frame, lambda: self.assign(stmt.target, items, frame, stmt))
+
+    _stmt_AsyncFor = _stmt_For
+
+    def _stmt_While(self, stmt: ast.While, frame: Frame):
+        self._loop(stmt, frame, lambda: self.eval(stmt.test, frame))
+
+    def _stmt_With(self, stmt, frame: Frame):
+        saved = self.state.no_grad
+        for item in stmt.items:
+            mode = self._grad_mode(item.context_expr, frame)
+            if mode is not None:
+                self.state.no_grad = mode
+            value = self.eval(item.context_expr, frame)
+            if item.optional_vars is not None:
+                self.assign(item.optional_vars, value, frame, stmt)
+        falls = self.exec_block(stmt.body, frame)
+        self.state.no_grad = saved
+        return falls
+
+    _stmt_AsyncWith = _stmt_With
+
+    def _stmt_Try(self, stmt, frame: Frame):
+        falls = self.exec_block(stmt.body, frame)
+        if falls:
+            falls = self.exec_block(stmt.orelse, frame)
+        for handler in stmt.handlers:
+            if handler.name:
+                frame.locals[handler.name] = UNKNOWN
+            falls = self.exec_block(handler.body, frame) or falls
+        return self.exec_block(stmt.finalbody, frame) and falls
+
+    _stmt_TryStar = _stmt_Try
+
+    def _stmt_Match(self, stmt, frame: Frame):
+        self.eval(stmt.subject, frame)
+        branches = [(case.body, {}) for case in stmt.cases]
+        if not any(isinstance(case.pattern, ast.MatchAs) and case.pattern.pattern is None for case in stmt.cases):
+            branches.append(([], {}))
+        return self._branches(frame, branches, f"the case of the `match` at {where(frame.module, stmt)} that leaves it float64 is the one taken")
 
     def _loop(self, stmt, frame: Frame, bind) -> None:
         saved = self.state
         self.state = replace(saved, repeated=True, loop=saved.loop or where(frame.module, stmt))
         fresh = _assigned_names(stmt.body)
-        if isinstance(stmt, ast.For):
+        if isinstance(stmt, (ast.For, ast.AsyncFor)):
             fresh |= {n.id for n in ast.walk(stmt.target) if isinstance(n, ast.Name)}
         frame.loops.append(fresh)
         for _ in range(2):
@@ -361,31 +423,10 @@ class Interpreter:
         self.state = saved
         self.exec_block(stmt.orelse, frame)
 
-    def _exec_if(self, stmt: ast.If, frame: Frame) -> None:
-        branch = self._static_test(stmt.test, frame)
-        if branch is True:
-            self.exec_block(stmt.body, frame)
-            return
-        if branch is False:
-            self.exec_block(stmt.orelse, frame)
-            return
-        self.eval(stmt.test, frame)
-        before = dict(frame.locals)
-        self.exec_block(stmt.body, frame)
-        after_body = frame.locals
-        frame.locals = dict(before)
-        self.exec_block(stmt.orelse, frame)
-        merged = {key: join(after_body.get(key, UNKNOWN), frame.locals.get(key, UNKNOWN))
-                  for key in after_body.keys() | frame.locals.keys()}
-        if frame.module in self.globals and self.globals[frame.module] is after_body:
-            after_body.clear()
-            after_body.update(merged)
-            frame.locals = after_body
-        else:
-            frame.locals = merged
+    # -- tests that decide or narrow a branch ----------------------------------------------------
 
     def _static_test(self, test: ast.expr, frame: Frame) -> bool | None:
-        """``if __name__ == "__main__"`` and ``if self.training`` are decided; others are not."""
+        """``if __name__ == "__main__"``, ``if self.training``, constants and decidable ``isinstance``."""
         if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
                 and len(test.comparators) == 1 and _const(test.comparators[0]) == "__main__"):
             equal = isinstance(test.ops[0], ast.Eq)
@@ -393,22 +434,71 @@ class Interpreter:
         if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
             inner = self._static_test(test.operand, frame)
             return None if inner is None else not inner
-        if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        if isinstance(test, ast.BoolOp):
             first = self._static_test(test.values[0], frame)
-            return False if first is False else None
-        if isinstance(test, ast.Attribute) and test.attr == "training":
-            owner = self.eval(test.value, frame)
-            obj = owner.obj if isinstance(owner, (Mod, Inst)) else None
-            if obj is not None:
-                return obj.training
+            if isinstance(test.op, ast.And):
+                return False if first is False else None
+            return True if first is True else None
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], (ast.Is, ast.IsNot)) \
+                and _const(test.comparators[0]) is None and isinstance(test.comparators[0], ast.Constant):
+            value = self.eval(test.left, frame)
+            if value == NONE:
+                return isinstance(test.ops[0], ast.Is)
+            return None
+        if isinstance(test, ast.Call) and isinstance(test.func, ast.Name) and test.func.id == "isinstance":
+            return self._isinstance(test, frame)
+        if isinstance(test, (ast.Name, ast.Attribute)):
+            value = self.eval(test, frame)
+            if isinstance(value, Const) and isinstance(value.value, bool):
+                return value.value
         return None
+
+    def _isinstance(self, test: ast.Call, frame: Frame) -> bool | None:
+        if len(test.args) != 2:
+            return None
+        value = self.eval(test.args[0], frame)
+        spec = test.args[1]
+        names = [self.project.qualname(frame.module, e) or (e.id if isinstance(e, ast.Name) else "")
+                 for e in (spec.elts if isinstance(spec, ast.Tuple) else [spec])]
+        if not isinstance(value, (T, Seq, Items, DictV)) or (isinstance(value, T) and (value.kind == "?" or value.doubt)):
+            return None
+        kind = "dict" if isinstance(value, DictV) else "list" if isinstance(value, (Seq, Items)) else value.kind
+        accepted = set()
+        for name in names:
+            if name in ("torch.Tensor", "torch.FloatTensor"):
+                accepted.add("tensor")
+            elif name in ("numpy.ndarray", "numpy.generic"):
+                accepted.add("array")
+            elif name in ("list", "tuple", "collections.abc.Sequence"):
+                accepted.update(("list", "pyfloat"))
+            elif name == "dict":
+                accepted.add("dict")
+            elif name in ("float", "int"):
+                accepted.add("num")
+            else:
+                return None
+        return kind in accepted
+
+    def _narrowing(self, test: ast.expr, frame: Frame) -> tuple[dict, dict]:
+        """Names bound to None on the side of ``x is None`` / ``x is not None`` where x is None."""
+        if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            on_true, on_false = self._narrowing(test.operand, frame)
+            return on_false, on_true
+        if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.left, ast.Name)
+                and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value is None):
+            op = test.ops[0]
+            if isinstance(op, (ast.Is, ast.Eq)):
+                return {test.left.id: NONE}, {}
+            if isinstance(op, (ast.IsNot, ast.NotEq)):
+                return {}, {test.left.id: NONE}
+        return {}, {}
 
     # -- no_grad -------------------------------------------------------------------------------
 
-    def _grad_mode(self, expr: ast.expr, module: Module) -> bool | None:
+    def _grad_mode(self, expr: ast.expr, frame: Frame) -> bool | None:
         """True when entering ``expr`` turns gradients off, False when it turns them on."""
         call = expr if isinstance(expr, ast.Call) else None
-        name = self.project.qualname(module, call.func if call else expr) or ""
+        name = self.project.qualname(frame.module, call.func if call else expr) or ""
         short = name.rsplit(".", 1)[-1]
         if name.startswith("torch") and short in ("no_grad", "inference_mode"):
             if call is not None and call.args and _const(call.args[0]) is False:
@@ -429,134 +519,263 @@ class Interpreter:
 
     # -- assignment ----------------------------------------------------------------------------
 
-    def assign(self, target: ast.expr, value, frame: Frame, stmt: ast.stmt, aug: bool = False) -> None:
-        if isinstance(target, ast.Name):
-            frame.locals[target.id] = value
-        elif isinstance(target, (ast.Tuple, ast.List)):
-            items = value.items if isinstance(value, Seq) else None
-            for i, element in enumerate(target.elts):
-                if isinstance(element, ast.Starred):
-                    self.assign(element.value, UNKNOWN, frame, stmt)
-                    continue
-                part = items[i] if items is not None and i < len(items) else self._element(value)
-                self.assign(element, part, frame, stmt)
-        elif isinstance(target, ast.Attribute):
-            owner = self.eval(target.value, frame)
-            obj = owner.obj if isinstance(owner, (Mod, Inst)) else None
-            if obj is not None:
-                if isinstance(value, T) and value.param:
-                    value = replace(value, param=target.attr)
-                self._buffer_update(obj, target.attr, value, stmt, frame)
-                if isinstance(value, T) and obj.attrs.get(target.attr) is not None:
-                    old = obj.attrs[target.attr]
-                    if isinstance(old, T) and old.buffer:
-                        value = replace(value, buffer=True)
-                obj.attrs[target.attr] = value
-            elif (isinstance(owner, T) and owner.req and not self.state.no_grad) or aug:
-                pass
-        elif isinstance(target, ast.Subscript):
-            base = self.project.qualname(frame.module, target.value)
-            if base == "os.environ" and _const(target.slice) == CVD:
-                self._env_set(stmt, frame, value)
+    def bind(self, name: str, value, frame: Frame) -> None:
+        if name in frame.global_names:
+            self.globals.setdefault(frame.module, {})[name] = value
+        else:
+            frame.locals[name] = value
 
-    def _element(self, value):
-        """One element of an iterable value when it is destructured."""
-        if isinstance(value, Seq):
-            return _join_all(value.items)
-        if isinstance(value, T):
-            return value
-        return UNKNOWN
+    def assign(self, target: ast.expr, value, frame: Frame, stmt: ast.AST) -> None:
+        if isinstance(target, ast.Name):
+            self.bind(target.id, value, frame)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            self._unpack(target.elts, value, frame, stmt)
+        elif isinstance(target, ast.Attribute):
+            self._assign_attribute(target, value, frame, stmt)
+        elif isinstance(target, ast.Subscript):
+            self._assign_item(target, value, frame, stmt)
+        elif isinstance(target, ast.Starred):
+            self.assign(target.value, Items(element(value)), frame, stmt)
+
+    def _unpack(self, targets: list, value, frame: Frame, stmt) -> None:
+        star = next((i for i, t in enumerate(targets) if isinstance(t, ast.Starred)), None)
+        items = value.items if isinstance(value, Seq) else None
+        for i, target in enumerate(targets):
+            if items is not None and star is None and len(items) == len(targets):
+                part = items[i]
+            elif items is not None and star is not None and len(items) >= len(targets) - 1:
+                after = len(targets) - 1 - star
+                if i < star:
+                    part = items[i]
+                elif i == star:
+                    part = Seq(items[star:len(items) - after])
+                else:
+                    part = items[len(items) - (len(targets) - i)]
+            else:
+                part = self.iterate(value)
+            if isinstance(target, ast.Starred):
+                self.assign(target.value, part if isinstance(part, Seq) else Items(part), frame, stmt)
+            else:
+                self.assign(target, part, frame, stmt)
+
+    def _assign_attribute(self, target: ast.Attribute, value, frame: Frame, stmt) -> None:
+        owner = self.eval(target.value, frame)
+        obj = owner.obj if isinstance(owner, (Mod, Inst)) else None
+        if obj is None:
+            if isinstance(owner, (Unknown, Lib)):
+                self._escape(value, stmt, frame)
+            return
+        if isinstance(value, T) and value.param:
+            value = replace(value, param=target.attr)
+        self._buffer_update(obj, target.attr, value, stmt, frame)
+        old = obj.attrs.get(target.attr)
+        if isinstance(value, T) and isinstance(old, T) and old.buffer:
+            value = replace(value, buffer=True)
+        obj.attrs[target.attr] = value
+
+    def _assign_item(self, target: ast.Subscript, value, frame: Frame, stmt) -> None:
+        base = self.project.qualname(frame.module, target.value)
+        key = _const(target.slice)
+        if base == "os.environ":
+            if key == library.CVD:
+                self.env_set(stmt, frame, value)
+            return
+        container = self.eval(target.value, frame)
+        if isinstance(container, DictV):
+            updated = container.set(key if isinstance(target.slice, ast.Constant) else None, value)
+        elif isinstance(container, Seq) and isinstance(key, int) and -len(container.items) <= key < len(container.items):
+            items = list(container.items)
+            items[key] = value
+            updated = Seq(tuple(items))
+        elif isinstance(container, (Seq, Items)):
+            updated = Items(join(element(container), value))
+        else:
+            if isinstance(container, (Unknown, Lib)):
+                self._escape(value, stmt, frame)
+            return
+        if isinstance(target.value, (ast.Name, ast.Attribute)):
+            self.assign(target.value, updated, frame, stmt)
 
     # -- expressions ---------------------------------------------------------------------------
 
-    def eval(self, node: ast.expr | None, frame: Frame):  # noqa: C901 - one dispatch
+    def eval(self, node: ast.expr | None, frame: Frame):
         if node is None:
             return UNKNOWN
-        if isinstance(node, ast.Constant):
-            value = node.value
-            if isinstance(value, bool) or value is None or isinstance(value, str):
-                return Const(value)
-            if isinstance(value, float):
-                return T("num", "f64")
-            if isinstance(value, int):
-                return T("num", "int")
-            return UNKNOWN
-        if isinstance(node, ast.Name):
-            return self.lookup(node.id, frame)
-        if isinstance(node, ast.Attribute):
-            return self.attribute(node, frame)
-        if isinstance(node, ast.Call):
-            return self.call(node, frame)
-        if isinstance(node, ast.BinOp):
-            left, right = self.eval(node.left, frame), self.eval(node.right, frame)
-            return self.binop(left, right, node, node.op, frame)
-        if isinstance(node, ast.UnaryOp):
-            return self.eval(node.operand, frame)
-        if isinstance(node, (ast.Tuple, ast.List)):
-            items = tuple(self.eval(e, frame) for e in node.elts)
-            if items and all(isinstance(i, T) and i.kind in ("num", "pyfloat") for i in items):
-                floats = [i for i in items if i.dtype == "f64"]
-                if floats:
-                    origin = next((i.origin for i in floats if i.origin), None)
-                    return T("pyfloat", "f64", origin or Origin(where(frame.module, node), "a list of Python floats",
-                                                                "np.array(..., dtype=np.float32)"))
-            return Seq(items)
-        if isinstance(node, ast.Dict):
-            return DictV(tuple((_const(k) if k is not None else None, self.eval(v, frame))
-                               for k, v in zip(node.keys, node.values, strict=False)))
-        if isinstance(node, ast.Subscript):
-            return self.subscript(node, frame)
-        if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
-            return self._comprehension(node, frame, [node.elt])
-        if isinstance(node, ast.DictComp):
-            self._comprehension(node, frame, [node.key, node.value])
-            return UNKNOWN
-        if isinstance(node, ast.IfExp):
-            self.eval(node.test, frame)
-            return join(self.eval(node.body, frame), self.eval(node.orelse, frame))
-        if isinstance(node, ast.BoolOp):
-            return _join_all(self.eval(v, frame) for v in node.values)
-        if isinstance(node, ast.Compare):
-            self.eval(node.left, frame)
-            for c in node.comparators:
-                self.eval(c, frame)
-            return UNKNOWN
-        if isinstance(node, ast.Starred):
-            return self.eval(node.value, frame)
-        if isinstance(node, ast.JoinedStr):
-            for v in node.values:
-                if isinstance(v, ast.FormattedValue):
-                    self.eval(v.value, frame)
-            return Const(None)
-        if isinstance(node, ast.NamedExpr):
-            value = self.eval(node.value, frame)
-            self.assign(node.target, value, frame, node)
-            return value
+        handler = getattr(self, f"_expr_{type(node).__name__}", None)
+        return handler(node, frame) if handler is not None else UNKNOWN
+
+    def _expr_Constant(self, node: ast.Constant, frame: Frame):
+        value = node.value
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return Const(value)
+        if isinstance(value, float):
+            return T("num", "f64")
+        if isinstance(value, int):
+            return T("num", "int")
         return UNKNOWN
 
-    def _comprehension(self, node, frame: Frame, elts: list):
+    def _expr_Name(self, node: ast.Name, frame: Frame):
+        return self.lookup(node.id, frame)
+
+    def _expr_Attribute(self, node: ast.Attribute, frame: Frame):
+        return self.attribute_of(self.eval(node.value, frame), node.attr, where(frame.module, node))
+
+    def _expr_Call(self, node: ast.Call, frame: Frame):
+        return self.call(node, frame)
+
+    def _expr_BinOp(self, node: ast.BinOp, frame: Frame):
+        return self.binop(self.eval(node.left, frame), self.eval(node.right, frame), node, node.op, frame)
+
+    def _expr_UnaryOp(self, node: ast.UnaryOp, frame: Frame):
+        value = self.eval(node.operand, frame)
+        return UNKNOWN if isinstance(node.op, ast.Not) else value
+
+    def _expr_Tuple(self, node, frame: Frame):
+        items, spread = [], False
+        for e in node.elts:
+            if isinstance(e, ast.Starred):
+                inner = self.eval(e.value, frame)
+                if isinstance(inner, Seq):
+                    items.extend(inner.items)
+                else:
+                    items.append(self.iterate(inner))
+                    spread = True
+            else:
+                items.append(self.eval(e, frame))
+        if spread:
+            return Items(join_all(items))
+        if isinstance(node, ast.List) and items and all(isinstance(i, T) and i.kind in ("num", "pyfloat")
+                                                         for i in items):
+            floats = [i for i in items if i.dtype == "f64"]
+            if floats:  # a list of Python numbers with a float among them
+                origin = next((i.origin for i in floats if i.origin), None)
+                return T("pyfloat", "f64", origin or Origin(where(frame.module, node), "a list of Python floats",
+                                                             "np.array(..., dtype=np.float32)"))
+        return Seq(tuple(items))
+
+    _expr_List = _expr_Tuple
+
+    def _expr_Set(self, node: ast.Set, frame: Frame):
+        return Items(join_all(self.eval(e, frame) for e in node.elts))
+
+    def _expr_Dict(self, node: ast.Dict, frame: Frame):
+        result = DictV(())
+        for key, value in zip(node.keys, node.values, strict=True):
+            if key is None:  # {**other}
+                result = result.merge(self.eval(value, frame))
+            else:
+                self.eval(key, frame)
+                result = result.set(_const(key) if isinstance(key, ast.Constant) else None, self.eval(value, frame))
+        return result
+
+    def _expr_Subscript(self, node: ast.Subscript, frame: Frame):
+        return self.subscript(node, frame)
+
+    def _expr_ListComp(self, node, frame: Frame):
+        return Items(self._comprehension(node, frame, [node.elt])[0])
+
+    _expr_SetComp = _expr_ListComp
+    _expr_GeneratorExp = _expr_ListComp
+
+    def _expr_DictComp(self, node: ast.DictComp, frame: Frame):
+        known = self._known_keys_comprehension(node, frame)
+        if known is not None:
+            return known
+        _, value = self._comprehension(node, frame, [node.key, node.value])
+        return DictV((), value)
+
+    def _known_keys_comprehension(self, node: ast.DictComp, frame: Frame) -> DictV | None:
+        """``{k: f(v) for k, v in d.items()}`` / ``{name: ... for name in NAMES}`` over known keys: key by key."""
+        if len(node.generators) != 1 or node.generators[0].ifs:
+            return None
+        gen = node.generators[0]
+        source = self.eval(gen.iter, frame)
+        if isinstance(source, Items) and isinstance(source.elem, Seq) and isinstance(gen.iter, ast.Call) \
+                and isinstance(gen.iter.func, ast.Attribute) and gen.iter.func.attr == "items":
+            owner = self.eval(gen.iter.func.value, frame)
+            if not isinstance(owner, DictV) or owner.rest is not None or not owner.items:
+                return None
+            elements = [Seq((Const(k), v)) for k, v in owner.items]
+        elif isinstance(source, Seq) and source.items and all(isinstance(i, Const) for i in source.items):
+            elements = list(source.items)
+        else:
+            return None
+        result = DictV(())
+        for value in elements:
+            inner = Frame(frame.module, dict(frame.locals), frame.self_value, closure=frame.closure)
+            self.assign(gen.target, value, inner, node)
+            key = self.eval(node.key, inner)
+            result = result.set(key.value if isinstance(key, Const) else None, self.eval(node.value, inner))
+        return result
+
+    def _expr_IfExp(self, node: ast.IfExp, frame: Frame):
+        branch = self._static_test(node.test, frame)
+        if branch is not None:
+            return self.eval(node.body if branch else node.orelse, frame)
+        self.eval(node.test, frame)
+        return join(self.eval(node.body, frame), self.eval(node.orelse, frame),
+                    f"the side of the conditional at {where(frame.module, node)} that gives float64 is the one taken")
+
+    def _expr_BoolOp(self, node: ast.BoolOp, frame: Frame):
+        return join_all((self.eval(v, frame) for v in node.values),
+                        f"the `{'and' if isinstance(node.op, ast.And) else 'or'}` at {where(frame.module, node)} "
+                        f"gives its float64 operand")
+
+    def _expr_Compare(self, node: ast.Compare, frame: Frame):
+        self.eval(node.left, frame)
+        for c in node.comparators:
+            self.eval(c, frame)
+        return UNKNOWN
+
+    def _expr_Starred(self, node: ast.Starred, frame: Frame):
+        return self.eval(node.value, frame)
+
+    def _expr_JoinedStr(self, node: ast.JoinedStr, frame: Frame):
+        prefix = ""
+        for part in node.values:
+            if isinstance(part, ast.FormattedValue):
+                self.eval(part.value, frame)
+                break
+            prefix += str(_const(part) or "")
+        return Const(prefix)
+
+    def _expr_NamedExpr(self, node: ast.NamedExpr, frame: Frame):
+        value = self.eval(node.value, frame)
+        self.assign(node.target, value, frame, node)
+        return value
+
+    def _expr_Lambda(self, node: ast.Lambda, frame: Frame):
+        return FuncRef(frame.module, node, closure=frame)
+
+    def _expr_Await(self, node: ast.Await, frame: Frame):
+        return self.eval(node.value, frame)
+
+    def _comprehension(self, node, frame: Frame, elts: list) -> list:
         saved = self.state
         self.state = replace(saved, repeated=True, loop=saved.loop or where(frame.module, node))
-        inner = Frame(frame.module, dict(frame.locals), frame.self_value)
+        inner = Frame(frame.module, dict(frame.locals), frame.self_value, closure=frame.closure)
         for gen in node.generators:
             self.assign(gen.target, self.iterate(self.eval(gen.iter, inner)), inner, node)
             for cond in gen.ifs:
                 self.eval(cond, inner)
         results = [self.eval(e, inner) for e in elts]
         self.state = saved
-        return results[-1]
+        return results
 
     def lookup(self, name: str, frame: Frame):
-        if name in frame.locals:
-            return frame.locals[name]
+        scope: Frame | None = frame
+        while scope is not None:
+            if name in scope.locals:
+                return scope.locals[name]
+            scope = scope.closure
         module_env = self.globals.get(frame.module, {})
         if name in module_env:
             return module_env[name]
         qualified = frame.module.aliases.get(name)
         if qualified:
             return self.resolve(qualified)
-        if name == "float":
-            return Lib("builtins.float")
+        if name in BUILTINS:
+            return Lib(f"builtins.{name}")
         return UNKNOWN
 
     def resolve(self, qualified: str):
@@ -579,98 +798,164 @@ class Interpreter:
             return UNKNOWN
         return Lib(qualified)
 
-    def attribute(self, node: ast.Attribute, frame: Frame):
-        owner = self.eval(node.value, frame)
-        attr = node.attr
+    def attribute_of(self, owner, attr: str, site: str = ""):
         if isinstance(owner, Lib):
             return Lib(f"{owner.qualname}.{attr}")
         if isinstance(owner, ModRef):
             return self.resolve(f"{owner.module.name}.{attr}")
         if isinstance(owner, (Mod, Inst)) and owner.obj is not None:
-            obj = owner.obj
-            if attr == "training":
-                return Const(obj.training)
-            value = obj.attrs.get(attr, UNKNOWN)
-            if isinstance(owner, Mod) and obj.f64 and isinstance(value, T) and value.param:
-                return replace(value, dtype="f64")
-            if isinstance(value, Mod) and obj.f64 and not value.is_f64:
-                return replace(value, f64=True)
-            return value
+            return self._object_attribute(owner, attr)
+        if isinstance(owner, Mod):
+            return owner if attr in ("module", "base_model", "model", "_orig_mod") else UNKNOWN
         if isinstance(owner, T):
-            if owner.kind == "frame":
-                if attr == "values":
-                    return self._from_pandas(owner, node, frame, ".values")
-                if attr in ("iloc", "loc", "at", "iat", "T"):
-                    return owner
-                return UNKNOWN
-            if attr in ("T", "mT", "data", "real"):
-                return drop_graph(owner) if attr == "data" else owner
+            return self._tensor_attribute(owner, attr, site)
         return UNKNOWN
 
-    def _from_pandas(self, frame_value: T, node: ast.AST, frame: Frame, how: str) -> T:
+    def _object_attribute(self, owner, attr: str):
+        obj = owner.obj
+        if attr == "training":
+            return Const(obj.training)
+        if attr in obj.attrs:
+            value = obj.attrs[attr]
+        else:
+            found = self.project.find_method(obj.cls, attr)
+            if found is not None:
+                return FuncRef(found[0].module, found[1], self_value=owner)
+            value = self._class_attribute(obj.cls, attr)
+        if isinstance(owner, Mod) and obj.f64 and isinstance(value, T) and value.param:
+            return replace(value, dtype="f64")
+        if isinstance(value, Mod) and obj.f64 and not value.is_f64:
+            return replace(value, f64=True)
+        return value
+
+    def _class_attribute(self, info: ClassInfo, attr: str):
+        for current in self.project.class_chain(info):
+            for stmt in current.node.body:
+                if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+                        and stmt.targets[0].id == attr):
+                    return self.eval(stmt.value, Frame(current.module, self.globals.get(current.module, {})))
+        return UNKNOWN
+
+    def _tensor_attribute(self, owner: T, attr: str, site: str):
+        if owner.kind == "frame":
+            if attr == "values":
+                return self._from_pandas(owner, ".values", site)
+            if attr in ("iloc", "loc", "at", "iat", "T"):
+                return owner
+            return UNKNOWN
+        if attr == "data":
+            return drop_graph(replace(owner, param=None))
+        if attr in ("T", "mT", "H", "real"):
+            return owner
+        if attr == "grad":
+            return T("tensor", owner.dtype)
+        if attr in TENSOR_ATTRS_NONE:
+            return UNKNOWN
+        # A model output's field (out.loss, out.logits, out.sample ...): the same graph.
+        if owner.grads or owner.kind == "?":
+            return replace(owner, param=None, buffer=False)
+        return UNKNOWN
+
+    def _from_pandas(self, frame_value: T, how: str, site: str) -> T:
         if frame_value.dtype != "f64":
             return T("array", frame_value.dtype)
-        origin = Origin(where(frame.module, node), f"pandas {how} gives float64",
-                        ".to_numpy(dtype=np.float32)")
-        return T("array", "f64", origin)
+        origin = frame_value.origin
+        if origin is None or "pandas" not in origin.what:
+            origin = Origin(site, f"pandas {how} gives float64", ".to_numpy(dtype=np.float32)")
+        return T("array", "f64", origin, frame_value.doubt)
 
     def subscript(self, node: ast.Subscript, frame: Frame):
         base = self.project.qualname(frame.module, node.value)
         key = _const(node.slice)
-        if base == "os.environ" and key in DIST_MARKERS:
-            self.torchrun = self.torchrun or where(frame.module, node)
+        if base == "os.environ" and key in library.DIST_MARKERS:
+            self.launched(node, frame, f"reads {key} (set by torchrun)")
         value = self.eval(node.value, frame)
         self.eval(node.slice, frame)
+        is_slice = isinstance(node.slice, ast.Slice)
         if isinstance(value, Seq):
             if isinstance(key, int) and -len(value.items) <= key < len(value.items):
                 return value.items[key]
-            return _join_all(value.items)
+            if is_slice:
+                return Items(element(value))
+            return element(value)
+        if isinstance(value, Items):
+            return value if is_slice else value.elem
         if isinstance(value, DictV):
-            return value.get(key)
+            if isinstance(node.slice, ast.Constant):
+                return value.get(key)
+            return join_all(value.values(), f"`{ast.unparse(node)}` reads one of the float64 entries")
         if isinstance(value, T):
-            if value.kind == "frame":
-                if value.dtype != "f64":
-                    return value
-                return T("frame", "f64", Origin(where(frame.module, node), "a pandas value is float64",
-                                                 "np.float32(...) or .to_numpy(dtype=np.float32)"))
-            return replace(value, param=None, buffer=False)
+            return self._index_tensor(value, node, frame)
         if isinstance(value, Dataset):
             return value.item
         if isinstance(value, Inst) and value.obj is not None:
             return self.method(value, "__getitem__", [T("num", "int")], {}, node, frame)
+        if isinstance(value, Mod) and value.parts:
+            return value.parts[key] if isinstance(key, int) and -len(value.parts) <= key < len(value.parts) \
+                else join_all(value.parts)
         return UNKNOWN
+
+    def _index_tensor(self, value: T, node: ast.Subscript, frame: Frame):
+        if value.kind == "frame":
+            if value.dtype != "f64":
+                return value
+            return T("frame", "f64", Origin(where(frame.module, node), "a pandas value is float64",
+                                            "np.float32(...) or .to_numpy(dtype=np.float32)"), value.doubt)
+        return replace(value, param=None, buffer=False)
 
     def binop(self, left, right, node, op, frame: Frame):
         if isinstance(op, ast.MatMult):
             self.meet(left, right, node, frame, "@")
+        if isinstance(op, ast.BitOr) and isinstance(left, DictV):
+            return left.merge(right)
+        if isinstance(op, ast.Add) and isinstance(left, Seq) and isinstance(right, Seq):
+            return Seq(left.items + right.items)
         values = [v for v in (left, right) if isinstance(v, T)]
         if not values:
-            if isinstance(left, Seq) or isinstance(right, Seq):
-                return left if isinstance(left, Seq) else right
+            if isinstance(left, (Seq, Items)) or isinstance(right, (Seq, Items)):
+                return Items(join(element(left), element(right)))
             return UNKNOWN
+        return self.arithmetic(values)
+
+    def arithmetic(self, values: list[T]) -> T:
+        """The result of an element-wise operation (torch's and numpy's promotion, roughly)."""
         tensors = [v for v in values if v.kind == "tensor"]
         arrays = [v for v in values if v.kind in ("array", "frame")]
         req = any(v.req for v in values) and not self.state.no_grad
-        grads = frozenset().union(*(v.grads for v in values)) if req else frozenset()
+        grads = frozenset().union(*(v.grads for v in values)) if not self.state.no_grad else frozenset()
+        src = frozenset().union(*(v.src | (v.grads if self.state.no_grad else frozenset()) for v in values))
         if tensors:
-            f64 = next((v for v in tensors if v.f64), None)
-            dtype = "f64" if f64 else ("f32" if any(v.dtype == "f32" for v in tensors) else tensors[0].dtype)
-            src = frozenset().union(*(v.src for v in tensors))
-            return T("tensor", dtype, f64.origin if f64 else None, req, grads, src=src)
+            result = self.promote(tensors)
+            return replace(result, req=req, grads=grads, src=src)
         if arrays:
             f64 = next((v for v in arrays if v.f64), None)
             kind = "frame" if all(v.kind == "frame" for v in arrays) else "array"
-            return T(kind, "f64" if f64 else arrays[0].dtype, f64.origin if f64 else arrays[0].origin)
+            return T(kind, "f64" if f64 else arrays[0].dtype, f64.origin if f64 else arrays[0].origin,
+                     f64.doubt if f64 else ())
+        if any(v.kind == "?" for v in values):
+            return T("?", grads=grads, src=src)
         floats = [v for v in values if v.kind == "pyfloat"]
         if floats:
             return floats[0]
         return T("num", "f64" if any(v.dtype == "f64" for v in values) else values[0].dtype)
 
+    def promote(self, values: list) -> T:
+        """torch.cat / stack / element-wise: float64 when any operand is float64."""
+        tensors = [self.to_tensor(v, "?") if isinstance(v, T) and v.kind not in ("tensor", "?") else v
+                   for v in values if isinstance(v, T)]
+        if not tensors:
+            return T("tensor")
+        f64 = next((v for v in tensors if v.f64), None)
+        floats = [v for v in tensors if v.dtype in ("f32", "f16")]
+        dtype = "f64" if f64 else floats[0].dtype if floats else tensors[0].dtype
+        req = any(v.req for v in tensors)
+        grads = frozenset().union(*(v.grads for v in tensors))
+        src = frozenset().union(*(v.src for v in tensors))
+        return T("tensor", dtype, f64.origin if f64 else None, f64.doubt if f64 else (), req, grads, src=src)
+
     # -- float64 meets float32 -----------------------------------------------------------------
 
     def meet(self, a, b, node: ast.AST, frame: Frame, op: str, exprs: tuple = ()) -> None:
-        if self.default_f64:
-            return
         for i, (x, y) in enumerate(((a, b), (b, a))):
             if (isinstance(x, T) and x.kind == "tensor" and x.f64 and isinstance(y, T) and y.kind == "tensor"
                     and y.dtype == "f32"):
@@ -678,74 +963,100 @@ class Interpreter:
                 expr = exprs[i] if i < len(exprs) else ""
                 self._meeting(x, node, frame, f"{op} with{weight}", expr)
 
-    def _meeting(self, value: T, node: ast.AST, frame: Frame, op: str, expr: str) -> None:
+    def _meeting(self, value: T, node: ast.AST, frame: Frame, op: str, expr: str, doubt: tuple = ()) -> None:
         site = where(frame.module, node)
         origin = value.origin or Origin(site, "a float64 tensor", "x.float()")
         key = (origin.where, site)
-        if key not in self.meetings:
-            self.meetings[key] = Meeting(site, origin, op, expr, self.state.stack)
+        doubt = tuple(dict.fromkeys(value.doubt + doubt))
+        known = self.meetings.get(key)
+        if known is None or (known.doubt and not doubt):
+            self.meetings[key] = Meeting(site, origin, op, expr, self.state.stack, doubt)
 
     # -- calls ---------------------------------------------------------------------------------
 
-    def call(self, node: ast.Call, frame: Frame):  # noqa: C901 - one dispatch
-        module = frame.module
+    def call(self, node: ast.Call, frame: Frame):
         func = node.func
-        if isinstance(func, ast.Attribute) and not self._is_alias_path(func.value, frame):
+        if isinstance(func, ast.Attribute):
             owner = self.eval(func.value, frame)
             if isinstance(owner, ModRef):
-                callee = self.resolve(f"{owner.module.name}.{func.attr}")
-                return self.call_value(callee, node, frame)
+                return self.call_value(self.resolve(f"{owner.module.name}.{func.attr}"), node, frame)
             if isinstance(owner, Lib):
                 return self.library(f"{owner.qualname}.{func.attr}", node, frame)
             args, kwargs = self.arguments(node, frame)
             return self.method(owner, func.attr, args, kwargs, node, frame, receiver=func.value)
-        qualified = self.project.qualname(module, func) if not self._is_bound(func, frame) else None
-        if qualified:
-            callee = self.resolve(qualified)
-            if isinstance(callee, Lib):
-                return self.library(qualified, node, frame)
-            return self.call_value(callee, node, frame)
-        callee = self.eval(func, frame)
-        return self.call_value(callee, node, frame)
-
-    def _is_bound(self, expr: ast.expr, frame: Frame) -> bool:
-        while isinstance(expr, ast.Attribute):
-            expr = expr.value
-        return isinstance(expr, ast.Name) and (expr.id in frame.locals or expr.id in self.globals.get(frame.module, {}))
-
-    def _is_alias_path(self, expr: ast.expr, frame: Frame) -> bool:
-        return not self._is_bound(expr, frame) and self.project.qualname(frame.module, expr) is not None
+        return self.call_value(self.eval(func, frame), node, frame)
 
     def arguments(self, node: ast.Call, frame: Frame) -> tuple[list, dict]:
-        args = [self.eval(a, frame) for a in node.args]
-        kwargs = {kw.arg: self.eval(kw.value, frame) for kw in node.keywords if kw.arg}
+        args = []
+        for a in node.args:
+            if isinstance(a, ast.Starred):
+                value = self.eval(a.value, frame)
+                if isinstance(value, Seq):
+                    args.extend(value.items)
+                else:
+                    args.append(self.iterate(value))
+            else:
+                args.append(self.eval(a, frame))
+        kwargs = {}
         for kw in node.keywords:
-            if kw.arg is None:
-                self.eval(kw.value, frame)
+            value = self.eval(kw.value, frame)
+            if kw.arg:
+                kwargs[kw.arg] = value
+            elif isinstance(value, DictV):
+                kwargs.update({k: v for k, v in value.items if isinstance(k, str)})
+                if value.rest is not None:
+                    kwargs[REST] = value.rest  # **d with keys the analysis cannot name
         return args, kwargs
 
     def call_value(self, callee, node: ast.Call, frame: Frame):
         if isinstance(callee, Lib):
             return self.library(callee.qualname, node, frame)
         args, kwargs = self.arguments(node, frame)
-        return self._call_resolved(callee, args, kwargs, node, frame)
+        if isinstance(callee, Unknown):
+            guess = _model_name(node.func)
+            if guess:
+                return self.call_module(Mod(label=ast.unparse(node.func), guess=guess), args, kwargs, node, frame)
+            return self._unseen(args, kwargs, node, frame)
+        return self.call_resolved(callee, args, kwargs, node, frame)
 
-    def _call_resolved(self, callee, args, kwargs, node: ast.Call, frame: Frame):
+    def call_resolved(self, callee, args, kwargs, node: ast.AST, frame: Frame):
         if isinstance(callee, Mod):
             return self.call_module(callee, args, kwargs, node, frame)
         if isinstance(callee, ClassRef):
             return self.instantiate(callee.info, args, kwargs, node, frame)
         if isinstance(callee, FuncRef):
             return self.call_function(callee.module, callee.node, args, kwargs, callee.self_value,
-                                      where(frame.module, node))
-        if isinstance(callee, Unknown) and _model_name(node.func):
-            return self.call_module(Mod(label=ast.unparse(node.func)), args, kwargs, node, frame)
-        return UNKNOWN
+                                      where(frame.module, node), callee.closure)
+        if isinstance(callee, Inst) and callee.obj is not None:
+            return self.method(callee, "__call__", args, kwargs, node, frame)
+        if isinstance(callee, Lib) and isinstance(node, ast.Call):  # map(float, ...), a library callback
+            rule = library.handler(callee.qualname)
+            if rule is not None:
+                return rule(library.Call(self, callee.qualname, node, frame, list(args), dict(kwargs)))
+        return self._unseen(args, kwargs, node, frame)
+
+    def _unseen(self, args, kwargs, node: ast.AST, frame: Frame):
+        """A call the analysis cannot see into: graphs pass through, and may escape into it."""
+        values = [*args, *kwargs.values()]
+        for value in values:
+            self._escape(value, node, frame)
+        return opaque(values)
+
+    def _escape(self, value, node: ast.AST, frame: Frame) -> None:
+        for site in graph_of(value)[1]:
+            self.escapes.setdefault(site, where(frame.module, node))
+
+    def library(self, name: str, node: ast.Call, frame: Frame):
+        args, kwargs = self.arguments(node, frame)
+        rule = library.handler(name)
+        if rule is None:
+            return self._unseen(args, kwargs, node, frame)
+        return rule(library.Call(self, name, node, frame, args, kwargs))
 
     def instantiate(self, info: ClassInfo, args, kwargs, node, frame: Frame):
         project = self.project
         bases = project.library_bases(info)
-        obj = Obj(info)
+        obj = Obj(info, f64=self.default_dtype == "f64")
         if any(b.startswith("torch.nn") or b.endswith(("Module", "PreTrainedModel", "LightningModule")) for b in bases):
             value = Mod(obj=obj, label=info.name)
         else:
@@ -757,13 +1068,13 @@ class Interpreter:
             obj.attrs.setdefault("__dataset__", True)
         return value
 
-    def call_module(self, mod: Mod, args, kwargs, node: ast.Call, frame: Frame):
+    def call_module(self, mod: Mod, args, kwargs, node: ast.AST, frame: Frame):
         site = where(frame.module, node)
         outer = self.state.in_forward == 0 and not self.state.no_grad
         if outer and self.state.repeated and not mod.loss and mod.parametric:
             self.forwards.setdefault(site, Forward(
-                site, ast.unparse(node.func), self.state.stack, self.state.loop,
-                eval_mode=mod.obj is not None and not mod.obj.training))
+                site, ast.unparse(node.func) if isinstance(node, ast.Call) else mod.label, self.state.stack,
+                self.state.loop, eval_mode=mod.obj is not None and not mod.obj.training, guess=mod.guess))
         saved = self.state
         if outer:
             self.state = replace(saved, outer=site)
@@ -775,257 +1086,339 @@ class Interpreter:
             if found is not None:
                 self.state = replace(self.state, in_forward=self.state.in_forward + 1)
                 result = self.call_function(found[0].module, found[1], args, kwargs, mod, site)
+        elif mod.builtin == "Sequential" and mod.parts:
+            self.state = replace(self.state, in_forward=self.state.in_forward + 1)
+            result = args[0] if args else UNKNOWN
+            for part in mod.parts:
+                result = self.call_module(part, [result], {}, node, frame)
         if result is None:
-            if mod.parametric and not mod.loss and not mod.is_f64:
-                for arg_node, arg in zip(node.args, args, strict=False):
-                    if isinstance(arg, T) and arg.kind == "tensor" and arg.f64:
-                        self._meeting(arg, node, frame, f"{mod.label} with float32 weights", ast.unparse(arg_node))
-            values = [v for v in [*args, *kwargs.values()] if isinstance(v, T)]
-            req, grads = False, frozenset()
-            for v in [*args, *kwargs.values()]:
-                r, g = graph_of(v)
-                req, grads = req or r, grads | g
-            dtype = "f64" if mod.is_f64 else "f32"
-            if mod.loss or not mod.parametric:
-                dtype = next((v.dtype for v in values if v.kind == "tensor"), "f32")
-            result = T("tensor", dtype, req=(req or mod.parametric) and not self.state.no_grad, grads=grads)
+            result = self._library_forward(mod, args, kwargs, node, frame)
         self.state = saved
-        if outer:
-            result = _with_site(result, site)
+        if outer and not mod.loss:
+            result = _with_site(result, site, definite=mod.guess is None)
         return result
 
-    def call_function(self, module: Module, node, args, kwargs, self_value, site: str | None):
+    def _library_forward(self, mod: Mod, args, kwargs, node: ast.AST, frame: Frame):
+        """What a library module's forward gives: its weights' dtype, the graphs of its inputs."""
+        if mod.parametric and not mod.loss and not mod.is_f64:
+            nodes = node.args if isinstance(node, ast.Call) else []
+            for i, arg in enumerate(args):
+                if isinstance(arg, T) and arg.kind == "tensor" and arg.f64:
+                    expr = ast.unparse(nodes[i]) if i < len(nodes) else ""
+                    self._meeting(arg, node, frame, f"{mod.label} with float32 weights", expr,
+                                  (mod.guess,) if mod.guess else ())
+        values = [v for v in [*args, *kwargs.values()] if isinstance(v, T)]
+        req, grads = False, frozenset()
+        for v in [*args, *kwargs.values()]:
+            r, g = graph_of(v)
+            req, grads = req or r, grads | g
+        if self.state.no_grad:
+            req, grads = False, frozenset()
+        dtype = "f64" if mod.is_f64 else "f32"
+        if mod.loss or not mod.parametric:
+            dtype = next((v.dtype for v in values if v.kind == "tensor"), "f32")
+        return T("tensor", dtype, req=(req or (mod.parametric and mod.guess is None)) and not self.state.no_grad,
+                 grads=grads)
+
+    def call_function(self, module: Module, node, args, kwargs, self_value, site: str | None,
+                      closure: Frame | None = None):
         self.analysed.add(id(node))
         if node in self._active or len(self._active) >= MAX_DEPTH:
             return UNKNOWN
-        decorated_no_grad = any(self._grad_mode(d, module) for d in node.decorator_list)
+        decorated_no_grad = any(self._grad_mode(d, Frame(module, {})) for d in getattr(node, "decorator_list", []))
         try:
             modes = tuple(v.obj.training for v in [*args, self_value] if isinstance(v, (Mod, Inst)) and v.obj)
             key = (id(node), tuple(args), tuple(sorted(kwargs.items())), self_value, modes, self.state.no_grad,
-                   self.state.repeated, self.state.in_forward > 0, self.state.outer)
+                   self.state.repeated, self.state.in_forward > 0, self.state.outer, self.default_dtype, id(closure))
             hash(key)
         except TypeError:
             key = None
         if key is not None and key in self._memo:
             return self._memo[key]
-        frame = Frame(module, {}, self_value, assigned=_assigned_names(node.body))
-        params = node.args
-        positional = [*params.posonlyargs, *params.args]
-        values = list(args)
-        if self_value is not None and positional:
-            frame.locals[positional[0].arg] = self_value
-            positional = positional[1:]
-        defaults = [None] * (len(positional) - len(params.defaults)) + list(params.defaults)
-        for i, param in enumerate(positional):
-            if i < len(values):
-                frame.locals[param.arg] = values[i]
-            elif param.arg in kwargs:
-                frame.locals[param.arg] = kwargs[param.arg]
-            elif defaults[i] is not None and _const(defaults[i]) is not None:
-                frame.locals[param.arg] = self.eval(defaults[i], Frame(module, {}))
-            else:
-                frame.locals[param.arg] = UNKNOWN
-        for param in params.kwonlyargs:
-            frame.locals[param.arg] = kwargs.get(param.arg, UNKNOWN)
-        if params.vararg:
-            frame.locals[params.vararg.arg] = Seq(tuple(values[len(positional):]))
-        if params.kwarg:
-            frame.locals[params.kwarg.arg] = DictV(tuple(kwargs.items()))
+        body = node.body if isinstance(node.body, list) else []
+        frame = Frame(module, {}, self_value, assigned=_assigned_names(body), closure=closure)
+        self._bind_parameters(node.args, args, kwargs, self_value, frame)
         saved = self.state
         self.state = replace(saved, stack=saved.stack + ((site,) if site else ()),
                              no_grad=saved.no_grad or decorated_no_grad)
         self._active.append(node)
         try:
-            self.exec_block(node.body, frame)
+            if isinstance(node, ast.Lambda):
+                frame.returns.append(self.eval(node.body, frame))
+            elif self.exec_block(body, frame) and frame.returns:
+                frame.returns.append(NONE)
         finally:
             self._active.pop()
             self.state = saved
-        result = _join_all(frame.returns) if frame.returns else Const(None)
+        name = getattr(node, "name", "lambda")
+        result = join_all(frame.returns, f"{name}() returns through one of its float64 returns") if frame.returns else NONE
         if decorated_no_grad or self.state.no_grad:
             result = drop_graph(result)
         if key is not None:
             self._memo[key] = result
         return result
 
+    def _bind_parameters(self, params: ast.arguments, args, kwargs, self_value, frame: Frame) -> None:
+        module = frame.module
+        positional = [*params.posonlyargs, *params.args]
+        values = list(args)
+        if self_value is not None and positional:
+            frame.locals[positional[0].arg] = self_value
+            positional = positional[1:]
+        defaults = [None] * (len(positional) - len(params.defaults)) + list(params.defaults)
+        defaults_frame = Frame(module, self.globals.get(module, {}))
+        used = {REST}
+        for i, param in enumerate(positional):
+            if i < len(values):
+                frame.locals[param.arg] = values[i]
+            elif param.arg in kwargs:
+                frame.locals[param.arg] = kwargs[param.arg]
+                used.add(param.arg)
+            elif REST in kwargs:
+                frame.locals[param.arg] = kwargs[REST]
+            elif defaults[i] is not None:
+                frame.locals[param.arg] = self.eval(defaults[i], defaults_frame)
+            else:
+                frame.locals[param.arg] = UNKNOWN
+        for param, default in zip(params.kwonlyargs, params.kw_defaults, strict=True):
+            if param.arg in kwargs:
+                frame.locals[param.arg] = kwargs[param.arg]
+                used.add(param.arg)
+            else:
+                frame.locals[param.arg] = self.eval(default, defaults_frame) if default is not None else UNKNOWN
+        if params.vararg:
+            frame.locals[params.vararg.arg] = Seq(tuple(values[len(positional):]))
+        if params.kwarg:
+            frame.locals[params.kwarg.arg] = DictV(tuple((k, v) for k, v in kwargs.items() if k not in used))
+
     # -- methods -------------------------------------------------------------------------------
 
-    def method(self, owner, name: str, args, kwargs, node: ast.Call, frame: Frame, receiver=None):  # noqa: C901
-        site = where(frame.module, node)
+    def method(self, owner, name: str, args, kwargs, node: ast.AST, frame: Frame, receiver=None):
         if name == "backward":
-            self.training_sites |= graph_of(owner)[1]
-            return Const(None)
-        self._inplace_buffer(node, frame, args)
-        if name in ("cuda",) or (name == "to" and self._cuda_arg(node, frame)):
-            self._cuda_event(node, frame, f".{name}({'cuda' if name == 'to' else ''})")
-        if name in ("append", "extend", "insert") and args and receiver is not None and self._persists(receiver, frame):
+            self.trains(Seq((owner, *args)))  # loss.backward(), or engine.backward(loss)
+            if isinstance(owner, T) and not owner.req and isinstance(receiver, (ast.Name, ast.Attribute)):
+                # .backward() raises on a tensor without a graph: past this line it certainly has one.
+                self.assign(receiver, replace(owner, req=True), frame, node)
+            return NONE
+        if isinstance(node, ast.Call):
+            self._inplace_buffer(node, frame, args)
+            if name == "cuda" or (name == "to" and self._cuda_arg(node, frame)):
+                self.cuda_event(node, frame, f".{name}({'cuda' if name == 'to' else ''})")
+        if name in ("append", "extend", "insert", "add") and args and receiver is not None \
+                and self._persists(receiver, frame):
             self._check_retention(args[-1], node, frame, ast.unparse(node))
-        if name == "setdefault" and receiver is not None and self.project.qualname(frame.module, receiver) == "os.environ":
-            if node.args and _const(node.args[0]) == CVD:
-                self._env_set(node, frame, args[1] if len(args) > 1 else UNKNOWN)
         if isinstance(owner, (Mod, Inst)) and owner.obj is not None and name in owner.obj.attrs:
-            callee = owner.obj.attrs[name]
-            if isinstance(callee, Mod):
-                if owner.obj.f64 and not callee.is_f64:
-                    callee = replace(callee, f64=True)
-                return self.call_module(callee, args, kwargs, node, frame)
-            if isinstance(callee, (FuncRef, ClassRef)):
-                return self._call_resolved(callee, args, kwargs, node, frame)
-        if isinstance(owner, (Mod, Inst)) and owner.obj is not None and receiver is not None \
-                and self.project.find_method(owner.obj.cls, name) is None and _model_name_text(name):
-            return self.call_module(Mod(label=ast.unparse(node.func)), args, kwargs, node, frame)
-        if isinstance(owner, Unknown) and _model_name_text(name) and name not in ("generate",):
-            return self.call_module(Mod(label=ast.unparse(node.func)), args, kwargs, node, frame)
+            return self._call_attribute(owner, owner.obj.attrs[name], args, kwargs, node, frame)
         if isinstance(owner, Mod):
             return self._module_method(owner, name, args, kwargs, node, frame)
         if isinstance(owner, Inst):
             found = self.project.find_method(owner.obj.cls, name)
             if found is not None:
-                return self.call_function(found[0].module, found[1], args, kwargs, owner, site)
-            return UNKNOWN
-        if isinstance(owner, Lib):
-            return UNKNOWN
-        if isinstance(owner, T) or isinstance(owner, Unknown):
-            return self._tensor_method(owner, name, args, kwargs, node, frame)
+                return self.call_function(found[0].module, found[1], args, kwargs, owner, where(frame.module, node))
+            return self._unseen(args, kwargs, node, frame)
+        if isinstance(owner, (Seq, Items)):
+            return self._list_method(owner, name, args, node, frame, receiver)
+        if isinstance(owner, DictV):
+            return self._dict_method(owner, name, args, kwargs, node, frame, receiver)
         if isinstance(owner, (Loader, Dataset)):
             return owner
-        return UNKNOWN
+        if isinstance(owner, ClassRef):
+            found = self.project.find_method(owner.info, name)
+            if found is not None:
+                return self.call_function(found[0].module, found[1], args, kwargs, None, where(frame.module, node))
+            return UNKNOWN
+        if isinstance(owner, T):
+            return self._tensor_method(owner, name, args, kwargs, node, frame)
+        if isinstance(owner, Const) and isinstance(owner.value, str):
+            return Const("") if name in ("format", "join", "strip", "lower", "upper", "replace") else UNKNOWN
+        if isinstance(owner, Unknown) and name in ("double", "float", "to", "type", "astype", "half", "long"):
+            return self._tensor_method(owner, name, args, kwargs, node, frame)
+        return self._unseen(args, kwargs, node, frame)
 
-    def _module_method(self, mod: Mod, name, args, kwargs, node, frame):
+    def _call_attribute(self, owner, callee, args, kwargs, node, frame: Frame):
+        if isinstance(callee, Mod):
+            if owner.obj.f64 and not callee.is_f64:
+                callee = replace(callee, f64=True)
+            return self.call_module(callee, args, kwargs, node, frame)
+        if isinstance(callee, Lib):
+            return self.library(callee.qualname, node, frame) if isinstance(node, ast.Call) else UNKNOWN
+        return self.call_resolved(callee, args, kwargs, node, frame)
+
+    def _module_method(self, mod: Mod, name, args, kwargs, node, frame: Frame):
         obj = mod.obj
         if name in ("eval", "train"):
-            training = name == "train" and (not node.args or _const(node.args[0]) is not False)
+            first = node.args[0] if isinstance(node, ast.Call) and node.args else None
+            training = name == "train" and _const(first) is not False
             if obj is not None:
                 obj.training = training
             return mod
-        if name in ("double", "float", "half", "bfloat16") or (name == "to" and self._dtype_arg(node, frame)):
-            to_f64 = name == "double" or (name == "to" and self._dtype_arg(node, frame) == "f64")
+        if name in ("double", "float", "half", "bfloat16") or (name in ("to", "type") and self._call_dtype(node, frame)):
+            to_f64 = name == "double" or (name in ("to", "type") and self._call_dtype(node, frame) == "f64")
             if obj is not None:
                 obj.f64 = to_f64
                 return mod
             return replace(mod, f64=to_f64)
-        if name in ("to", "cuda", "cpu", "requires_grad_", "zero_grad", "apply"):
+        if name in MODULE_METHODS_SELF:
             return mod
         if name == "generate":
             return T("tensor", "int")  # Hugging Face generate() runs under torch.no_grad()
-        if name == "register_buffer" and obj is not None and node.args and len(args) > 1:
-            key = _const(node.args[0])
+        if name in ("parameters", "buffers"):
+            return Items(T("tensor", "f64" if mod.is_f64 else "f32", param="weight"))
+        if name == "register_buffer" and obj is not None and len(args) > 1:
+            key = _const(node.args[0]) if isinstance(node, ast.Call) and node.args else None
             if isinstance(key, str):
                 value = args[1]
                 obj.attrs[key] = replace(value, buffer=True) if isinstance(value, T) else value
                 obj.buffers.add(key)
-            return Const(None)
-        if name == "register_parameter" and obj is not None and node.args and len(args) > 1:
-            key = _const(node.args[0])
+            return NONE
+        if name == "register_parameter" and obj is not None and len(args) > 1:
+            key = _const(node.args[0]) if isinstance(node, ast.Call) and node.args else None
             if isinstance(key, str):
                 obj.attrs[key] = args[1]
-            return Const(None)
-        if name == "forward":
+            return NONE
+        if name in ("forward", "__call__"):
             return self.call_module(mod, args, kwargs, node, frame)
         if obj is not None:
             found = self.project.find_method(obj.cls, name)
             if found is not None:
-                return self.call_function(found[0].module, found[1], args, kwargs, mod,
-                                          where(frame.module, node))
+                return self.call_function(found[0].module, found[1], args, kwargs, mod, where(frame.module, node))
+        if obj is None and mod.parts and name in ("append", "extend"):
+            return NONE
+        # A library model's own methods (save_pretrained, print_trainable_parameters, ...) are not
+        # forward passes of the script's.
         return UNKNOWN
 
-    def _tensor_method(self, owner, name, args, kwargs, node, frame):  # noqa: C901
-        site = where(frame.module, node)
-        value = owner if isinstance(owner, T) else None
-        if name == "double":
-            base = value or T("tensor")
-            kind = "tensor" if base.kind in ("tensor", "num", "pyfloat") or isinstance(owner, Unknown) else base.kind
-            return T(kind, "f64", Origin(site, "`.double()` makes it float64", "`.float()` instead of `.double()`"),
-                     base.req, base.grads)
-        if name == "float":
-            base = value or T("tensor")
-            return replace(base, kind="tensor" if base.kind != "array" else "array", dtype="f32", origin=None,
-                           param=None, buffer=False)
-        if name in ("to", "type", "astype"):
-            dtype = self._dtype_arg(node, frame)
-            if value is None:
-                if dtype == "f64":
-                    return T("tensor", "f64", Origin(site, f"`.{name}(float64)` makes it float64",
-                                                     f"`.{name}(torch.float32)`"))
-                return T("tensor", dtype or "?") if dtype else UNKNOWN
-            if dtype == "f64":
-                if value.f64:
-                    return value
-                return replace(value, dtype="f64", origin=Origin(
-                    site, f"`.{name}(...)` makes it float64",
-                    "`.astype(np.float32)`" if name == "astype" else f"`.{name}(torch.float32)`"))
-            if dtype is not None:
-                return replace(value, dtype=dtype, origin=None, param=None, buffer=False)
-            return replace(value, param=None, buffer=False)
-        if value is None:
-            if name == "item":
-                return T("num")
+    def _list_method(self, owner, name, args, node, frame: Frame, receiver):
+        if name in ("append", "add", "insert") and args:
+            updated = Items(join(element(owner), args[-1], "the float64 elements are the ones used"))
+        elif name == "extend" and args:
+            updated = Items(join(element(owner), self.iterate(args[0]), "the float64 elements are the ones used"))
+        elif name in ("pop", "__getitem__"):
+            return element(owner)
+        elif name in ("copy",):
+            return owner
+        elif name in ("sort", "reverse", "clear", "remove"):
+            return NONE
+        else:
             return UNKNOWN
+        if isinstance(receiver, (ast.Name, ast.Attribute)):
+            self.assign(receiver, updated, frame, node)
+        return NONE
+
+    def _dict_method(self, owner: DictV, name, args, kwargs, node, frame: Frame, receiver):
+        if name == "items":
+            keys = [Const(k) for k, _ in owner.items] or [UNKNOWN]
+            return Items(Seq((join_all(keys), join_all(owner.values(), "the float64 entries are the ones used"))))
+        if name == "values":
+            return Items(join_all(owner.values(), "the float64 entries are the ones used"))
+        if name == "keys":
+            return Items(join_all([Const(k) for k, _ in owner.items]))
+        if name in ("get", "pop", "setdefault"):
+            key = _const(node.args[0]) if isinstance(node, ast.Call) and node.args else None
+            found = owner.get(key)
+            if isinstance(found, Unknown) and len(args) > 1:
+                return args[1]
+            return found
+        if name == "copy":
+            return owner
+        if name == "update":
+            updated = owner.merge(args[0]) if args else owner
+            for key, value in kwargs.items():
+                updated = updated.set(key, value)
+            if isinstance(receiver, (ast.Name, ast.Attribute)):
+                self.assign(receiver, updated, frame, node)
+            return NONE
+        return UNKNOWN
+
+    def _tensor_method(self, owner, name, args, kwargs, node, frame: Frame):
+        value = owner if isinstance(owner, T) else None
+        site = where(frame.module, node)
+        if name in ("double", "float", "to", "type", "astype", "half", "bfloat16"):
+            return self._cast(value, name, node, frame, site)
+        if value is None:
+            return T("num") if name == "item" else UNKNOWN
         if value.kind == "frame":
-            if name == "to_numpy":
-                dtype = self._dtype_arg(node, frame)
-                if dtype and dtype != "f64":
-                    return T("array", dtype)
-                return self._from_pandas(value, node, frame, ".to_numpy()")
-            if name == "tolist":
-                if value.dtype != "f64":
-                    return UNKNOWN
-                return T("pyfloat", "f64", Origin(site, "pandas .tolist() gives Python floats",
-                                                   ".to_numpy(dtype=np.float32)"))
-            if name in ("to_dict", "iterrows", "itertuples"):
-                return UNKNOWN
-            return value
+            return self._frame_method(value, name, node, frame, site)
         if name in GRAPH_DROPPING:
             if name == "numpy":
                 return replace(value, kind="array", req=False, grads=frozenset(), param=None, buffer=False)
             if name in ("item", "tolist"):
-                if value.f64:
-                    return T("pyfloat", "f64", value.origin)
-                return T("num", value.dtype)
+                return T("pyfloat", "f64", value.origin, value.doubt) if value.f64 else T("num", value.dtype)
             return drop_graph(replace(value, param=None, buffer=False))
-        if name in ("copy_", "lerp_", "mul_", "add_", "sub_", "div_", "fill_", "zero_", "clamp_"):
+        if name in INPLACE:
             return value
-        if name in ("size", "dim", "numel", "shape", "tolist", "any", "all", "nelement", "element_size"):
+        if name in NO_VALUE:
             return UNKNOWN
-        if value.kind == "array" and name in ("mean", "std", "sum", "min", "max", "reshape", "flatten", "copy",
-                                                "squeeze", "transpose", "clip", "round"):
-            return value
+        if name in INT_METHODS:
+            return T("tensor" if value.kind != "array" else "array", "int")
         result = replace(value, param=None, buffer=False)
-        if self.state.no_grad:
-            result = drop_graph(result)
-        return result
+        return drop_graph(result) if self.state.no_grad else result
 
-    def _dtype_arg(self, node: ast.Call, frame: Frame) -> str | None:
+    def _cast(self, value: T | None, name: str, node, frame: Frame, site: str):
+        if name == "double":
+            base = value or T("tensor")
+            kind = base.kind if base.kind in ("array",) else "tensor"
+            return T(kind, "f64", Origin(site, "`.double()` makes it float64", "`.float()` instead of `.double()`"),
+                     (), base.req, base.grads, src=base.src)
+        if name in ("float", "half", "bfloat16"):
+            base = value or T("tensor")
+            kind = "array" if base.kind == "array" else "tensor"
+            return replace(base, kind=kind, dtype="f32" if name == "float" else "f16", origin=None, doubt=(),
+                           param=None, buffer=False)
+        dtype = self._call_dtype(node, frame)
+        if value is None:
+            if dtype == "f64":
+                return T("tensor", "f64", Origin(site, f"`.{name}(float64)` makes it float64",
+                                                 f"`.{name}(torch.float32)`"))
+            return T("tensor", dtype) if dtype else UNKNOWN
+        if dtype == "f64":
+            if value.f64:
+                return value
+            fix = "`.astype(np.float32)`" if name == "astype" else f"`.{name}(torch.float32)`"
+            return replace(value, dtype="f64", origin=Origin(site, f"`.{name}(...)` makes it float64", fix), doubt=())
+        if dtype is not None:
+            kind = value.kind if value.kind in ("array", "tensor") else "tensor"
+            return replace(value, kind=kind, dtype=dtype, origin=None, doubt=(), param=None, buffer=False)
+        return replace(value, param=None, buffer=False)
+
+    def _frame_method(self, value: T, name: str, node, frame: Frame, site: str):
+        if name == "to_numpy":
+            dtype = self._call_dtype(node, frame)
+            if dtype and dtype != "f64":
+                return T("array", dtype)
+            return self._from_pandas(value, ".to_numpy()", site)
+        if name == "tolist":
+            if value.dtype != "f64":
+                return UNKNOWN
+            return T("pyfloat", "f64", Origin(site, "pandas .tolist() gives Python floats",
+                                               ".to_numpy(dtype=np.float32)"))
+        if name in ("to_dict", "iterrows", "itertuples"):
+            return UNKNOWN
+        return value
+
+    def _call_dtype(self, node, frame: Frame) -> str | None:
+        if not isinstance(node, ast.Call):
+            return None
         candidates = [kw.value for kw in node.keywords if kw.arg == "dtype"] + list(node.args)
         for expr in candidates:
-            dtype = self._dtype_name(frame.module, expr, frame)
+            dtype = self.dtype_name(expr, frame)
             if dtype:
                 return dtype
         return None
 
-    def _dtype_name(self, module: Module, expr: ast.expr, frame: Frame | None = None) -> str | None:
-        name = self.project.qualname(module, expr)
+    def dtype_name(self, expr: ast.expr, frame: Frame) -> str | None:
+        name = self.project.qualname(frame.module, expr)
         if name is None and isinstance(expr, ast.Constant) and isinstance(expr.value, str):
             name = expr.value
         if name is None and isinstance(expr, ast.Name) and expr.id in ("float", "int", "bool"):
             name = expr.id
-        if name is None and frame is not None and isinstance(expr, (ast.Name, ast.Attribute)):
+        if name is None and isinstance(expr, (ast.Name, ast.Attribute)):
             value = self.eval(expr, frame)
             if isinstance(value, Lib):
                 name = value.qualname
             elif isinstance(value, Const) and isinstance(value.value, str):
                 name = value.value
-        if name is None:
-            return None
-        name = name.replace("torch.cuda.", "torch.")
-        if name in F64_DTYPES:
-            return "f64"
-        if name in F32_DTYPES:
-            return "f32"
-        if name in INT_DTYPES:
-            return "int"
-        if name in ("torch.float16", "torch.half", "torch.bfloat16", "numpy.float16", "float16", "bfloat16"):
-            return "f16"
-        return None
+        return library.dtype_of_name(name)
 
     def _cuda_arg(self, node: ast.Call, frame: Frame) -> bool:
         for expr in [*node.args, *(kw.value for kw in node.keywords if kw.arg == "device")]:
@@ -1033,7 +1426,8 @@ class Interpreter:
             if isinstance(text, str) and text.startswith("cuda"):
                 return True
             if isinstance(expr, ast.Call) and self.project.qualname(frame.module, expr.func) == "torch.device":
-                if expr.args and isinstance(_const(expr.args[0]), str) and _const(expr.args[0]).startswith("cuda"):
+                first = _const(expr.args[0]) if expr.args else None
+                if isinstance(first, str) and first.startswith("cuda"):
                     return True
             if isinstance(expr, ast.Name):
                 value = self.lookup(expr.id, frame)
@@ -1041,241 +1435,44 @@ class Interpreter:
                     return True
         return False
 
-    # -- library calls -------------------------------------------------------------------------
+    # -- values library rules ask for ----------------------------------------------------------
 
-    def library(self, q: str, node: ast.Call, frame: Frame):  # noqa: C901 - the library model
-        args, kwargs = self.arguments(node, frame)
-        module = frame.module
-        site = where(module, node)
-        short = q.rsplit(".", 1)[-1]
-        first = args[0] if args else UNKNOWN
-        dtype = self._dtype_arg(node, frame) if any(kw.arg == "dtype" for kw in node.keywords) else None
+    def default_tensor(self, site: str, name: str) -> T:
+        if self.default_dtype == "f64":
+            return T("tensor", "f64", Origin(site, f"`{name}(...)` is float64 (torch.set_default_dtype(torch.float64) "
+                                                   f"at {self.default_set_at})", "dtype=torch.float32"))
+        return T("tensor", self.default_dtype)
 
-        # environment, launch and CUDA
-        if q in ("os.environ.update",) and args and isinstance(first, DictV):
-            if any(k == CVD for k, _ in first.items):
-                self._env_set(node, frame, first.get(CVD))
-            return Const(None)
-        if q == "os.environ.setdefault" and node.args and _const(node.args[0]) == CVD:
-            self._env_set(node, frame, args[1] if len(args) > 1 else UNKNOWN)
-            return Const(None)
-        if q in ("os.putenv",) and node.args and _const(node.args[0]) == CVD:
-            self._env_set(node, frame, args[1] if len(args) > 1 else UNKNOWN)
-            return Const(None)
-        if q in ("os.environ.get", "os.getenv") and node.args and _const(node.args[0]) in DIST_MARKERS:
-            self.torchrun = self.torchrun or site
-            return UNKNOWN
-        if q in ("torch.distributed.init_process_group", "accelerate.Accelerator",
-                 "torch.nn.parallel.DistributedDataParallel"):
-            self.torchrun = self.torchrun or site
-            return Lib(q + "()")
-        if short == "backward" and args:
-            self.training_sites |= graph_of(first)[1]
-            return Const(None)
-        if q.startswith("torch.cuda.") and not q.startswith(("torch.cuda.amp", "torch.cuda.manual_seed")) \
-                and short[:1].islower():
-            self._cuda_event(node, frame, f"{q.replace('torch.cuda.', 'torch.cuda.')}()")
-            if short == "device_count":
-                return T("num", "int")
-            return UNKNOWN
-        if short in TRAINING_CONFIGS or (q.startswith("trl.") and short.endswith("Config")):
-            self._config_event(node, frame, short)
-            return Lib(q + "()")
-        if q == "torch.set_grad_enabled":
-            return UNKNOWN
-
-        # grad bookkeeping
-        if q == "torch.autograd.grad":
-            outputs = kwargs.get("outputs", first)
-            self.training_sites |= graph_of(outputs)[1]
-            return UNKNOWN
-        if short in ("no_grad", "inference_mode", "enable_grad"):
-            return UNKNOWN
-
-        # builtins and iteration helpers
-        if q == "builtins.float":
-            return T("pyfloat", "f64", Origin(site, "`float(...)` is a Python float", "np.float32(...)"))
-        if q in ("enumerate", "builtins.enumerate"):
-            return Enum(first)
-        if q.endswith("tqdm") or q in ("iter", "list", "tuple", "sorted", "reversed"):
-            return first
-        if q in ("zip",):
-            return Zip(tuple(args))
-        if q == "next":
-            return self.iterate(first)
-        if q == "sum":
-            return first if isinstance(first, T) else UNKNOWN
-        if q in ("len", "int", "range", "round", "min", "max", "abs", "print", "isinstance", "str", "repr",
-                 "getattr", "hasattr", "setattr", "open", "super", "dict", "set", "bool", "type", "id"):
-            if q == "int":
-                return T("num", "int")
-            return UNKNOWN
-
-        # numpy
-        if q.startswith("numpy.random."):
-            if short in NUMPY_RANDOM_INT:
-                return Lib("numpy.random.Generator") if short in ("default_rng", "RandomState") else T("array", "int")
-            return self._np_random(short, dtype, site)
-        if q.startswith("numpy.random.Generator.") or q.startswith("numpy.random.RandomState."):
-            if short in NUMPY_RANDOM_INT:
-                return T("array", "int")
-            return self._np_random(short, dtype, site)
-        if q.startswith("numpy."):
-            return self._numpy(q, short, args, dtype, site)
-
-        # pandas
-        if q.startswith("pandas.") and short.startswith(("read_", "DataFrame", "Series", "concat", "merge")):
-            return T("frame", "f64")
-
-        # torch values
-        if q in ("torch.tensor", "torch.as_tensor", "torch.asarray"):
-            if dtype:
-                return T("tensor", dtype, self._born(dtype, site, q))
-            return self._to_tensor(first, site)
-        if q == "torch.from_numpy":
-            if isinstance(first, T) and first.f64:
-                return T("tensor", "f64", first.origin or Origin(site, "a float64 numpy array", ".astype(np.float32)"))
-            return T("tensor", first.dtype if isinstance(first, T) else "?")
-        if q in ("torch.Tensor", "torch.FloatTensor", "torch.cuda.FloatTensor"):
-            return F32
-        if q in ("torch.DoubleTensor", "torch.cuda.DoubleTensor"):
-            return T("tensor", "f64", Origin(site, "torch.DoubleTensor is float64", "torch.FloatTensor"))
-        if q in ("torch.LongTensor", "torch.randint", "torch.randperm", "torch.multinomial", "torch.argmax"):
-            return T("tensor", "int")
-        if q.startswith("torch.") and short in TORCH_FACTORIES:
-            if dtype:
-                return T("tensor", dtype, self._born(dtype, site, q))
-            if short.endswith("_like") and isinstance(first, T):
-                return T("tensor", first.dtype, first.origin)
-            return T("tensor", "f64" if self.default_f64 else "f32")
-        if q == "torch.arange":
-            if dtype:
-                return T("tensor", dtype, self._born(dtype, site, q))
-            floats = any(isinstance(a, T) and a.dtype == "f64" and a.kind == "num" for a in args)
-            return T("tensor", "f32" if floats else "int")
-        if q in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
-            base = first if isinstance(first, T) else F32
-            return replace(base, kind="tensor", param=self._param_name(node), req=True, grads=frozenset())
-        if q in ("torch.stack", "torch.cat", "torch.concat", "torch.concatenate", "torch.hstack", "torch.vstack"):
-            items = first.items if isinstance(first, Seq) else [first]
-            result = _join_all(items)
-            return result if isinstance(result, T) else UNKNOWN
-        if q.startswith(("torch.", "torch.nn.functional.")) and short in MATMUL_OPS:
-            exprs = tuple(ast.unparse(a) for a in node.args[:2])
-            if len(args) >= 2:
-                op = f"{q.replace('torch.nn.functional.', 'F.')}()"
-                self.meet(args[0], args[1], node, frame, op, exprs)
-            return self._torch_result(args, kwargs)
-        if q.startswith("torch.nn.") and short[:1].isupper() and q.count(".") in (2, 3):
-            if short in ("Parameter", "ParameterList", "ParameterDict"):
-                return UNKNOWN
-            is_loss = short.endswith("Loss")
-            return Mod(builtin=short, parametric=short in NN_PARAMETRIC, loss=is_loss, label=f"nn.{short}")
-        if q in ("torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader"):
-            dataset = kwargs.get("dataset", first)
-            if any(kw.arg == "collate_fn" for kw in node.keywords):
-                return Loader(UNKNOWN)
-            return Loader(self.collate(self._dataset_item(dataset, node, frame), site))
-        if q in ("torch.utils.data.TensorDataset",):
-            return Dataset(Seq(tuple(args)))
-        if q in ("torch.utils.data.random_split",):
-            return Seq((first, first))
-        if q in ("torch.utils.data.Subset",):
-            return first
-        if q.startswith("torch.") and not q.startswith(("torch.utils", "torch.optim", "torch.distributed")):
-            if short[:1].isupper():
-                return Lib(q + "()")  # GradScaler(), device objects ...
-            return self._torch_result(args, kwargs)
-
-        # models from libraries
-        if short == "from_pretrained" or q.endswith(("get_peft_model", "prepare_model_for_kbit_training")):
-            lowered = q.lower()
-            if "tokenizer" in lowered or "config" in lowered or "processor" in lowered:
-                return UNKNOWN
-            if "fastlanguagemodel" in lowered or "fastmodel" in lowered:
-                return Seq((Mod(label="model"), UNKNOWN))
-            return Mod(label="model")
-        if q.startswith("torchvision.models.") and short[:1].islower():
-            return Mod(label=short)
-        return UNKNOWN
-
-    def _param_name(self, node: ast.AST) -> str:
-        return "weight"
-
-    def _born(self, dtype: str, site: str, q: str) -> Origin | None:
-        if dtype != "f64":
-            return None
-        return Origin(site, f"`{q.replace('torch.', 'torch.')}(..., dtype=float64)` is float64", "dtype=torch.float32")
-
-    def _np_random(self, short: str, dtype: str | None, site: str) -> T:
-        if dtype and dtype != "f64":
-            return T("array", dtype)
-        return T("array", "f64", Origin(site, f"np.random.{short}(...) is float64", f"np.random.{short}(...).astype(np.float32)"))
-
-    def _numpy(self, q: str, short: str, args, dtype, site: str):
-        first = args[0] if args else UNKNOWN
-        if short in ("float32", "single"):
-            return T("array", "f32")
-        if short in ("float64", "double"):
-            return T("array", "f64", Origin(site, f"np.{short}(...) is float64", "np.float32(...)"))
-        if short in ("array", "asarray", "stack", "concatenate", "vstack", "hstack", "asanyarray", "copy"):
-            if dtype:
-                return T("array", dtype, Origin(site, f"np.{short}(..., dtype=float64)", "dtype=np.float32")
-                         if dtype == "f64" else None)
-            items = first.items if isinstance(first, Seq) else [first]
-            values = [v for v in items if isinstance(v, T)]
-            if any(v.f64 for v in values):
-                source = next(v for v in values if v.f64)
-                if source.kind in ("array",) and source.origin:
-                    return T("array", "f64", source.origin)
-                return T("array", "f64", Origin(site, f"np.{short}(...) of floats is float64",
-                                                f"np.{short}(..., dtype=np.float32)"))
-            if values:
-                return T("array", values[0].dtype)
-            return UNKNOWN
-        if short in NUMPY_F64_FACTORIES:
-            if dtype:
-                return T("array", dtype)
-            return T("array", "f64", Origin(site, f"np.{short}(...) is float64", f"np.{short}(..., dtype=np.float32)"))
-        if short == "arange":
-            return T("array", "int")
-        arrays = [v for v in args if isinstance(v, T) and v.kind in ("array", "frame", "pyfloat", "num")]
-        if arrays:
-            f64 = next((v for v in arrays if v.f64 and v.kind != "num"), None)
-            if f64 is not None:
-                return T("array", "f64", f64.origin)
-            return T("array", arrays[0].dtype)
-        return UNKNOWN
-
-    def _to_tensor(self, value, site: str):
+    def to_tensor(self, value, site: str):
+        """``torch.tensor(value)`` without a dtype."""
         if isinstance(value, T):
             if value.kind in ("array", "frame") and value.f64:
-                return T("tensor", "f64", value.origin or Origin(site, "a float64 array", ".astype(np.float32)"))
+                return T("tensor", "f64", value.origin or Origin(site, "a float64 array", ".astype(np.float32)"),
+                         value.doubt)
             if value.kind in ("pyfloat", "num"):
-                return T("tensor", "f64" if self.default_f64 else ("f32" if value.dtype == "f64" else value.dtype))
+                return self.default_tensor(site, "torch.tensor") if value.dtype == "f64" else T("tensor", value.dtype)
             return replace(value, kind="tensor", param=None, buffer=False)
-        if isinstance(value, Seq):
-            inner = _join_all(value.items)
+        if isinstance(value, (Seq, Items)):
+            inner = scalar(value)
             if isinstance(inner, T) and inner.kind in ("tensor", "array") and inner.f64:
-                return T("tensor", "f64", inner.origin)
-            return T("tensor", "f64" if self.default_f64 else "f32")
+                return T("tensor", "f64", inner.origin, inner.doubt)
+            if isinstance(inner, T) and inner.dtype == "int":
+                return T("tensor", "int")
+            return self.default_tensor(site, "torch.tensor")
         return T("tensor")
 
-    def _torch_result(self, args, kwargs):
-        values = [v for v in [*args, *kwargs.values()] if isinstance(v, T) and v.kind == "tensor"]
+    def torch_result(self, args, kwargs) -> T:
+        values = [v for v in [*args, *kwargs.values()] if isinstance(v, T) and v.kind in ("tensor", "?")]
         if not values:
             return T("tensor")
-        f64 = next((v for v in values if v.f64), None)
-        req = any(v.req for v in values) and not self.state.no_grad
-        grads = frozenset().union(*(v.grads for v in values)) if req else frozenset()
-        src = frozenset().union(*(v.src for v in values))
-        return T("tensor", "f64" if f64 else values[0].dtype, f64.origin if f64 else None, req, grads, src=src)
+        result = self.arithmetic(values)
+        return result if result.kind == "tensor" else replace(result, kind="tensor")
 
-    # -- data ----------------------------------------------------------------------------------
-
-    def _dataset_item(self, dataset, node, frame):
+    def dataset_item(self, dataset, node, frame: Frame | None):
         if isinstance(dataset, Dataset):
             return dataset.item
+        if isinstance(dataset, Items):
+            return self.dataset_item(dataset.elem, node, frame)
         if isinstance(dataset, (Inst, Mod)) and dataset.obj is not None:
             found = self.project.find_method(dataset.obj.cls, "__getitem__")
             if found is not None:
@@ -1292,18 +1489,21 @@ class Interpreter:
                 if item.kind in ("pyfloat", "frame"):
                     what += " returned by the Dataset; the DataLoader's default collate makes it a float64 tensor"
                     fix = "return torch.tensor(..., dtype=torch.float32) from __getitem__"
-                return T("tensor", "f64", replace(origin, what=what, fix=fix))
+                return T("tensor", "f64", replace(origin, what=what, fix=fix), item.doubt)
             if item.kind == "num":
                 if item.dtype == "f64":
                     return T("tensor", "f64", Origin(site, "a Python float from the Dataset; the DataLoader's "
                                                      "default collate turns it into a float64 tensor",
-                                                     "torch.tensor(..., dtype=torch.float32)"))
+                                                     "torch.tensor(..., dtype=torch.float32)"), item.doubt)
                 return T("tensor", item.dtype)
             return replace(item, kind="tensor", req=False, grads=frozenset(), param=None, buffer=False)
         if isinstance(item, Seq):
             return Seq(tuple(self.collate(i, site) for i in item.items))
+        if isinstance(item, Items):
+            return Items(self.collate(item.elem, site))
         if isinstance(item, DictV):
-            return DictV(tuple((k, self.collate(v, site)) for k, v in item.items))
+            rest = self.collate(item.rest, site) if item.rest is not None else None
+            return DictV(tuple((k, self.collate(v, site)) for k, v in item.items), rest)
         return UNKNOWN
 
     def iterate(self, value):
@@ -1312,19 +1512,22 @@ class Interpreter:
             return value.batch
         if isinstance(value, Dataset):
             return value.item
-        if isinstance(value, Enum):
-            return Seq((T("num", "int"), self.iterate(value.inner)))
-        if isinstance(value, Zip):
-            return Seq(tuple(self.iterate(p) for p in value.parts))
-        if isinstance(value, Seq):
-            return _join_all(value.items)
+        if isinstance(value, (Seq, Items)):
+            return element(value)
+        if isinstance(value, DictV):
+            return join_all([Const(k) for k, _ in value.items]) if value.items else UNKNOWN
         if isinstance(value, T):
             return replace(value, param=None, buffer=False)
+        if isinstance(value, Mod) and value.parts:
+            return join_all(value.parts)
         if isinstance(value, Inst) and "__dataset__" in value.obj.attrs:
-            return self._dataset_item(value, None, None)
+            return self.dataset_item(value, None, None)
         return UNKNOWN
 
     # -- events --------------------------------------------------------------------------------
+
+    def trains(self, value) -> None:
+        self.training_sites |= graph_of(value)[1]
 
     def _buffer_update(self, obj: Obj, name: str, value, stmt, frame: Frame) -> None:
         if name not in obj.buffers or self.state.no_grad or not self.state.in_forward:
@@ -1338,9 +1541,7 @@ class Interpreter:
         if not (isinstance(func, ast.Attribute) and func.attr in ("copy_", "lerp_", "mul_", "add_", "sub_")):
             return
         target = func.value
-        if isinstance(target, ast.Attribute) and target.attr == "data":
-            return
-        if isinstance(target, ast.Attribute):
+        if isinstance(target, ast.Attribute) and target.attr != "data":
             owner = self.eval(target.value, frame)
             if isinstance(owner, (Mod, Inst)) and owner.obj is not None:
                 self._buffer_update(owner.obj, target.attr, Seq(tuple(args)), node, frame)
@@ -1363,14 +1564,18 @@ class Interpreter:
             site = where(frame.module, node)
             self.retentions.setdefault(site, Retention(site, text, self.state.stack, self.state.loop))
 
-    def _env_set(self, node, frame: Frame, value) -> None:
+    def env_set(self, node, frame: Frame, value) -> None:
         text = value.value if isinstance(value, Const) and isinstance(value.value, str) else None
         self.timeline.append(Event("env-set", where(frame.module, node), self.state.stack, value=text))
 
-    def _cuda_event(self, node, frame: Frame, detail: str) -> None:
+    def cuda_event(self, node, frame: Frame, detail: str) -> None:
         self.timeline.append(Event("cuda", where(frame.module, node), self.state.stack, detail))
 
-    def _config_event(self, node: ast.Call, frame: Frame, cls: str) -> None:
+    def launched(self, node, frame: Frame, what: str) -> None:
+        if self.launcher is None:
+            self.launcher = (where(frame.module, node), what)
+
+    def config_event(self, node: ast.Call, frame: Frame, cls: str) -> None:
         per_device, accumulation = 8, 1
         for kw in node.keywords:
             value = self._int_value(kw.value, frame)
@@ -1386,13 +1591,12 @@ class Interpreter:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(expr, ast.Name):
-            for module in (frame.module,):
-                for stmt in module.tree.body:
-                    if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                            and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == expr.id):
-                        inner = _const(stmt.value)
-                        if isinstance(inner, int) and not isinstance(inner, bool):
-                            return inner
+            for stmt in frame.module.tree.body:
+                if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                        and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == expr.id):
+                    inner = _const(stmt.value)
+                    if isinstance(inner, int) and not isinstance(inner, bool):
+                        return inner
         return None
 
     def _import(self, stmt, frame: Frame) -> None:
@@ -1401,8 +1605,7 @@ class Interpreter:
         if isinstance(stmt, ast.Import):
             for alias in stmt.names:
                 names.append(alias.name)
-                bound = alias.asname or alias.name.split(".")[0]
-                frame.locals.pop(bound, None)
+                frame.locals.pop(alias.asname or alias.name.split(".")[0], None)
         else:
             source = self.project._absolute(module, stmt)
             names.append(source)
@@ -1422,24 +1625,11 @@ class Interpreter:
                     parent = self.project.modules.get(".".join(parts[:cut]))
                     if parent is not None:
                         self.exec_module(parent, self.state.stack + (site,))
-                before = len(self.timeline)
                 self.exec_module(local, self.state.stack + (site,))
-                for event in self.timeline[before:]:
-                    event.detail = event.detail or ""
         if isinstance(stmt, ast.ImportFrom):
             for alias in stmt.names:
                 if alias.name != "*":
                     frame.locals.pop(alias.asname or alias.name, None)
-
-
-def _model_name(expr: ast.expr) -> bool:
-    name = expr.id if isinstance(expr, ast.Name) else expr.attr if isinstance(expr, ast.Attribute) else ""
-    return _model_name_text(name)
-
-
-def _model_name_text(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in MODEL_NAMES or lowered.endswith(("_model", "_net", "_generator", "_cnn"))
 
 
 def analyse(project: Project) -> Interpreter:

@@ -1,9 +1,11 @@
 """A user's script and the local modules it imports, parsed (never run), with import aliases resolved.
 
 A module is *local* when it is a ``.py`` file (or a package folder) under the script's folder, the
-way ``python script.py`` puts that folder first on ``sys.path``. Everything else (torch, numpy,
-transformers ...) is a library: its names are kept as dotted strings (``np.random.rand`` ->
-``numpy.random.rand``) so checks compare qualified names, never bare spellings.
+way ``python script.py`` puts that folder first on ``sys.path``, or under a folder the code adds to
+``sys.path`` with a path the analysis can work out (``sys.path.append(os.path.dirname(__file__) +
+...)``, ``Path(__file__).parents[1]`` ...). Everything else (torch, numpy, transformers ...) is a
+library: its names are kept as dotted strings (``np.random.rand`` -> ``numpy.random.rand``) so
+checks compare qualified names, never bare spellings.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Project:
         if not entry.is_file():
             raise BadInputError(f"{entry}: no such script", hint="Pass the path of a Python file.")
         self.root = entry.resolve().parent
+        self.roots: list[Path] = [self.root]  # sys.path as the script leaves it: its folder, then appends
         self.modules: dict[str, Module] = {}
         self.entry = self._parse("__main__", entry.resolve(), package="")
         self._index(self.entry)
@@ -84,11 +87,14 @@ class Project:
         return module
 
     def find_local(self, name: str) -> Path | None:
+        if not name:
+            return None
         parts = name.split(".")
-        base = self.root.joinpath(*parts)
-        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-            if candidate.is_file():
-                return candidate
+        for root in self.roots:
+            base = root.joinpath(*parts)
+            for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                if candidate.is_file():
+                    return candidate
         return None
 
     def load(self, name: str) -> Module | None:
@@ -113,16 +119,31 @@ class Project:
             base = base[: len(base) - (node.level - 1)]
         return ".".join([*base, *([node.module] if node.module else [])])
 
+    def _alias(self, module: Module, name: str, qualified: str) -> None:
+        """Bind an import alias. ``try: from utils import x`` / ``except ImportError: from pkg.utils
+        import x``: the spelling that resolves to a local module wins over one that does not."""
+        known = module.aliases.get(name)
+        if known is not None and self._is_local(known) and not self._is_local(qualified):
+            return
+        module.aliases[name] = qualified
+
+    def _is_local(self, qualified: str) -> bool:
+        """A local module, or a name in one."""
+        return bool(self.find_local(qualified) or self.find_local(qualified.rpartition(".")[0]))
+
     def _index(self, module: Module) -> None:
         """Aliases from every import (any depth: imports inside functions count), top-level defs."""
+        for node in ast.walk(module.tree):
+            if isinstance(node, ast.Call):
+                self._sys_path_entry(module, node)
         for node in ast.walk(module.tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.asname:
-                        module.aliases[alias.asname] = alias.name
+                        self._alias(module, alias.asname, alias.name)
                     else:
                         top = alias.name.split(".")[0]
-                        module.aliases[top] = top
+                        self._alias(module, top, top)
                     self.load(alias.name)
             elif isinstance(node, ast.ImportFrom):
                 source = self._absolute(module, node)
@@ -130,7 +151,7 @@ class Project:
                     if alias.name == "*":
                         continue
                     qualified = f"{source}.{alias.name}" if source else alias.name
-                    module.aliases[alias.asname or alias.name] = qualified
+                    self._alias(module, alias.asname or alias.name, qualified)
                     # ``from pkg import submodule`` imports a module, not a name.
                     if self.find_local(qualified) is not None:
                         self.load(qualified)
@@ -149,6 +170,19 @@ class Project:
                 module.aliases[stmt.name] = info.qualname
         for info in module.classes.values():
             info.bases = [self.qualname(module, base) or "" for base in info.node.bases]
+
+    # -- sys.path ------------------------------------------------------------------------------
+
+    def _sys_path_entry(self, module: Module, call: ast.Call) -> None:
+        """``sys.path.append(p)`` / ``sys.path.insert(i, p)`` with a path worked out from ``__file__``."""
+        func = call.func
+        if not (isinstance(func, ast.Attribute) and func.attr in ("append", "insert")
+                and isinstance(func.value, ast.Attribute) and func.value.attr == "path"
+                and isinstance(func.value.value, ast.Name) and func.value.value.id == "sys" and call.args):
+            return
+        folder = _static_path(module, call.args[-1])
+        if folder is not None and folder.is_absolute() and folder.is_dir() and folder not in self.roots:
+            self.roots.append(folder)
 
     # -- names ---------------------------------------------------------------------------------
 
@@ -215,6 +249,49 @@ class Project:
             if name in current.methods:
                 return current, current.methods[name]
         return None
+
+
+def _static_path(module: Module, expr: ast.AST, depth: int = 0) -> Path | None:
+    """The folder a path expression names, when it depends on ``__file__`` and constants only."""
+    if depth > 12:
+        return None
+    recurse = lambda e: _static_path(module, e, depth + 1)  # noqa: E731
+    if isinstance(expr, ast.Name):
+        if expr.id == "__file__":
+            return module.path
+        for stmt in module.tree.body:
+            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+                    and stmt.targets[0].id == expr.id):
+                return recurse(stmt.value)
+        return None
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        return Path(expr.value)
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Div, ast.Add)):
+        left, right = recurse(expr.left), recurse(expr.right)
+        if left is None or right is None:
+            return None
+        return left / right if isinstance(expr.op, ast.Div) else Path(str(left) + str(right))
+    if isinstance(expr, ast.Attribute) and expr.attr == "parent":
+        inner = recurse(expr.value)
+        return inner.parent if inner is not None else None
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Attribute) and expr.value.attr == "parents" \
+            and isinstance(expr.slice, ast.Constant) and isinstance(expr.slice.value, int):
+        inner = recurse(expr.value.value)
+        return inner.resolve().parents[expr.slice.value] if inner is not None else None
+    if not isinstance(expr, ast.Call):
+        return None
+    name = expr.func.attr if isinstance(expr.func, ast.Attribute) else getattr(expr.func, "id", "")
+    args = [recurse(a) for a in expr.args]
+    if name in ("dirname",) and len(args) == 1 and args[0] is not None:
+        return args[0].parent
+    if name in ("abspath", "realpath", "normpath", "resolve", "absolute", "expanduser"):
+        target = args[0] if args else recurse(expr.func.value) if isinstance(expr.func, ast.Attribute) else None
+        return Path(os.path.normpath(target.resolve())) if target is not None else None
+    if name == "join" and args and all(a is not None for a in args):
+        return Path(os.path.normpath(os.path.join(*map(str, args))))
+    if name in ("str", "Path", "PurePath", "fspath") and len(args) == 1:
+        return args[0]
+    return None
 
 
 def where(module: Module, node: ast.AST) -> str:

@@ -1,7 +1,16 @@
 """The abstract values the static analysis tracks through a script.
 
-Only what the checks need: where a float64 value was born, whether a tensor carries an autograd
-graph (and from which forward calls), model instances and their mode, datasets and loaders.
+Only what the checks need: where a float64 value was born and how sure that is, which forward passes
+a tensor's autograd graph may come from, model instances and their mode, datasets and loaders.
+
+Two kinds of claim travel with a value, with different rules:
+
+- its **dtype** is a *must* claim: ``T.doubt`` lists every assumption it rests on (one side of a
+  branch, a guess from a name). A value with no doubt is float64 on every path the analysis
+  followed; only such a value can make a FAIL.
+- its **graph** is a *may* claim: ``T.grads`` over-approximates the forward passes whose graph it
+  may carry, so that "this output never reaches ``.backward()``" is only said when no path could
+  take it there. ``T.req`` is the definite part (it certainly carries a graph).
 """
 
 from __future__ import annotations
@@ -25,15 +34,17 @@ class Origin:
 class T:
     """A tensor, array, pandas object or number.
 
-    kind: "tensor", "array" (numpy), "frame" (pandas), "pyfloat" (Python floats), "num" (a literal)
-    dtype: "f64", "f32", "int" or "?".
+    kind: "tensor", "array" (numpy), "frame" (pandas), "pyfloat" (Python floats), "num" (a number
+    literal or int), "?" (an unknown value that may carry a graph: the result of a call the doctor
+    cannot see into). dtype: "f64", "f32", "f16", "int" or "?".
     """
 
     kind: str
     dtype: str = "?"
     origin: Origin | None = None
-    req: bool = False  # carries an autograd graph
-    grads: frozenset = frozenset()  # outermost forward-call sites whose graph it carries
+    doubt: tuple = ()  # the assumptions the dtype claim rests on; () = definite
+    req: bool = False  # certainly carries an autograd graph
+    grads: frozenset = frozenset()  # outermost forward-call sites whose graph it may carry
     param: str | None = None  # a model weight: its attribute name
     buffer: bool = False
     src: frozenset = frozenset()  # forward sites it was detached from (a GAN's fake.detach())
@@ -48,20 +59,56 @@ class Const:
     value: Any
 
 
+NONE = Const(None)
+
+
 @dataclass(frozen=True)
 class Seq:
+    """A tuple or list whose length is known."""
+
     items: tuple
 
 
 @dataclass(frozen=True)
+class Items:
+    """An iterable of unknown length (a list built in a loop, map(), range() ...) of ``elem``."""
+
+    elem: Any
+
+
+@dataclass(frozen=True)
 class DictV:
+    """A dict: known keys, and ``rest`` for the values of keys the analysis cannot name."""
+
     items: tuple  # ((key, value), ...)
+    rest: Any = None  # None: no other keys are known to be there
 
     def get(self, key):
         for k, v in self.items:
-            if k == key:
+            if k == key and key is not None:
                 return v
+        if self.rest is not None:
+            return self.rest
         return UNKNOWN
+
+    def set(self, key, value) -> DictV:
+        if key is None:
+            return DictV(self.items, join(self.rest, value) if self.rest is not None else value)
+        return DictV(tuple((k, v) for k, v in self.items if k != key) + ((key, value),), self.rest)
+
+    def values(self) -> list:
+        return [v for _, v in self.items] + ([self.rest] if self.rest is not None else [])
+
+    def merge(self, other) -> DictV:
+        """``{**self, **other}``: the other's keys win."""
+        if not isinstance(other, DictV):
+            return DictV(self.items, UNKNOWN)
+        merged = self
+        for k, v in other.items:
+            merged = merged.set(k, v)
+        if other.rest is not None:
+            merged = DictV(merged.items, other.rest if merged.rest is None else join(merged.rest, other.rest))
+        return merged
 
 
 @dataclass(eq=False)
@@ -72,10 +119,13 @@ class Obj:
     attrs: dict = field(default_factory=dict)
     buffers: set = field(default_factory=set)
     training: bool = True
-    f64: bool = False  # .double() was called on the model
+    f64: bool = False  # .double() was called on the model, or it was built under a float64 default
 
     def __hash__(self) -> int:
         return id(self)
+
+    def copy(self) -> Obj:
+        return Obj(self.cls, dict(self.attrs), set(self.buffers), self.training, self.f64)
 
 
 @dataclass(frozen=True)
@@ -83,7 +133,8 @@ class Mod:
     """An ``nn.Module`` instance.
 
     obj: the local instance (None for a library module); builtin: the torch.nn class name;
-    parametric: has float weights an input meets; loss: a loss module.
+    parametric: has float weights an input meets; loss: a loss module; guess: why the analysis
+    takes this value for a model when it does not know it (a name), None when it knows.
     """
 
     obj: Obj | None = None
@@ -92,6 +143,8 @@ class Mod:
     loss: bool = False
     f64: bool = False
     label: str = "model"
+    guess: str | None = None
+    parts: tuple = ()  # the layers of an nn.Sequential / nn.ModuleList, in order
 
     @property
     def is_f64(self) -> bool:
@@ -110,9 +163,12 @@ class ClassRef:
 
 @dataclass(frozen=True)
 class FuncRef:
+    """A local function, method (``self_value`` bound) or lambda, with the locals it closes over."""
+
     module: Module
     node: Any
     self_value: Any = None
+    closure: Any = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -134,19 +190,9 @@ class Loader:
 
 @dataclass(frozen=True)
 class Lib:
-    """A library object known by its qualified name (``torch.float64``, a numpy Generator ...)."""
+    """A library object known by its qualified name (``torch.float64``, an optimizer ``...AdamW()``)."""
 
     qualname: str
-
-
-@dataclass(frozen=True)
-class Enum:
-    inner: Any  # enumerate(inner)
-
-
-@dataclass(frozen=True)
-class Zip:
-    parts: tuple
 
 
 @dataclass(frozen=True)
@@ -155,34 +201,135 @@ class Unknown:
 
 
 UNKNOWN = Unknown()
-F32 = T("tensor", "f32")
+
+
+def _union(a: tuple, b: tuple) -> tuple:
+    return tuple(dict.fromkeys(a + b))
+
+
+def doubted(value, reason: str):
+    """``value`` with ``reason`` added to the doubt of every dtype claim inside it."""
+    if not reason:
+        return value
+    if isinstance(value, T):
+        return replace(value, doubt=_union(value.doubt, (reason,))) if value.f64 else value
+    if isinstance(value, Seq):
+        return Seq(tuple(doubted(v, reason) for v in value.items))
+    if isinstance(value, Items):
+        return Items(doubted(value.elem, reason))
+    if isinstance(value, DictV):
+        rest = doubted(value.rest, reason) if value.rest is not None else None
+        return DictV(tuple((k, doubted(v, reason)) for k, v in value.items), rest)
+    return value
+
+
+def join(a, b, why: str = ""):
+    """What a variable holds after two paths meet (branches, returns). A float64 claim that holds on
+    one path only keeps ``why`` as its doubt; ``None`` on the other path does not weaken it (a None
+    never meets a weight)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if a == b:
+        return a
+    if isinstance(a, Unknown) or a == NONE:
+        return b if isinstance(a, Unknown) or not isinstance(b, Unknown) else a
+    if isinstance(b, Unknown) or b == NONE:
+        return a
+    if isinstance(a, T) and isinstance(b, T):
+        f64 = a if a.f64 else b if b.f64 else None
+        if a.dtype == b.dtype:
+            dtype, doubt = a.dtype, _union(a.doubt, b.doubt)
+        elif f64 is not None:
+            dtype, doubt = "f64", _union(f64.doubt, (why or "the path that leaves it float64 is the one taken",))
+        else:
+            dtype, doubt = "?", ()
+        kind = a.kind if a.kind == b.kind else ("tensor" if "tensor" in (a.kind, b.kind) else a.kind)
+        return T(kind, dtype, f64.origin if f64 else a.origin, doubt, a.req and b.req, a.grads | b.grads,
+                 src=a.src | b.src)
+    if isinstance(a, Seq) and isinstance(b, Seq) and len(a.items) == len(b.items):
+        return Seq(tuple(join(x, y, why) for x, y in zip(a.items, b.items, strict=True)))
+    if isinstance(a, (Seq, Items)) and isinstance(b, (Seq, Items)):
+        return Items(join(element(a), element(b), why))
+    if isinstance(a, DictV) and isinstance(b, DictV):
+        keys = dict.fromkeys([k for k, _ in a.items] + [k for k, _ in b.items])
+        rest = join(a.rest, b.rest, why)
+        return DictV(tuple((k, join(a.get(k), b.get(k), why)) for k in keys), rest)
+    if isinstance(a, Mod) and isinstance(b, Mod):
+        return a
+    # Different shapes on two paths: keep the one that can carry a finding, with the doubt said.
+    return doubted(a, why or "the path that leaves it float64 is the one taken")
+
+
+def join_all(values, why: str = ""):
+    result = UNKNOWN
+    for value in values:
+        result = join(result, value, why)
+    return result
+
+
+def element(value):
+    """One element of an iterable value."""
+    if isinstance(value, Seq):
+        return join_all(value.items, "the float64 elements are the ones used")
+    if isinstance(value, Items):
+        return value.elem
+    return UNKNOWN
+
+
+def scalar(value):
+    """The innermost element of nested lists (what np.array / torch.tensor see)."""
+    while isinstance(value, (Seq, Items)):
+        value = element(value)
+    return value
 
 
 def drop_graph(value):
     if isinstance(value, T) and (value.req or value.grads):
         return replace(value, req=False, grads=frozenset(), src=value.src | value.grads)
+    if isinstance(value, Seq):
+        return Seq(tuple(drop_graph(v) for v in value.items))
+    if isinstance(value, Items):
+        return Items(drop_graph(value.elem))
+    if isinstance(value, DictV):
+        rest = drop_graph(value.rest) if value.rest is not None else None
+        return DictV(tuple((k, drop_graph(v)) for k, v in value.items), rest)
     return value
+
+
+def _parts(value) -> list:
+    if isinstance(value, Seq):
+        return list(value.items)
+    if isinstance(value, Items):
+        return [value.elem]
+    if isinstance(value, DictV):
+        return value.values()
+    return []
 
 
 def sources_of(value) -> frozenset:
     """Every forward site a value came from, detached or not."""
     if isinstance(value, T):
         return value.grads | value.src
-    if isinstance(value, (Seq, DictV)):
-        items = value.items if isinstance(value, Seq) else [v for _, v in value.items]
-        return frozenset().union(*(sources_of(i) for i in items)) if items else frozenset()
-    return frozenset()
+    return frozenset().union(*(sources_of(p) for p in _parts(value)))
 
 
 def graph_of(value) -> tuple[bool, frozenset]:
-    """(carries a graph, forward sites) of a value, looking inside tuples and dicts."""
+    """(certainly carries a graph, forward sites it may carry), looking inside containers."""
     if isinstance(value, T):
         return value.req, value.grads
-    if isinstance(value, (Seq, DictV)):
-        items = value.items if isinstance(value, Seq) else [v for _, v in value.items]
-        req, grads = False, frozenset()
-        for item in items:
-            r, g = graph_of(item)
-            req, grads = req or r, grads | g
-        return req, grads
-    return False, frozenset()
+    req, grads = False, frozenset()
+    for part in _parts(value):
+        r, g = graph_of(part)
+        req, grads = req or r, grads | g
+    return req, grads
+
+
+def opaque(values) -> Any:
+    """The result of a call the analysis cannot see into: no dtype, but it may carry the graphs of
+    its arguments (so an output passed through it can still reach ``.backward()``)."""
+    grads = frozenset()
+    for value in values:
+        grads |= graph_of(value)[1]
+    return T("?", grads=grads) if grads else UNKNOWN
