@@ -19,6 +19,7 @@ from typing import Any
 from .values import (
     NONE,
     UNKNOWN,
+    Const,
     Dataset,
     DictV,
     FuncRef,
@@ -221,6 +222,12 @@ def _wrap_parallel(c: Call):
     if c.short == "DistributedDataParallel":
         c.interp.launched(c.node, c.frame, "DistributedDataParallel")
     return c.first if isinstance(c.first, Mod) else Mod(label="model")
+
+
+@rule("torch.distributed.is_initialized")
+def _dist_initialized(c: Call):
+    # In execution order: no launcher or process group seen so far means a plain single process.
+    return Const(False) if c.interp.launcher is None else UNKNOWN
 
 
 @rule("deepspeed.initialize")

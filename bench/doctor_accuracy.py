@@ -1,0 +1,316 @@
+"""How right the doctor's script analysis is: on its own fixtures, on real public code, and a crash sweep.
+
+Usage:
+  python bench/doctor_accuracy.py                       # the fixture corpus (tests/fixtures/doctor)
+  python bench/doctor_accuracy.py --real bench/realcode/ohlora.json bench/realcode/public.json
+  python bench/doctor_accuracy.py --sweep huggingface/diffusers pytorch/examples
+
+1. Fixtures: every run of every case, scored per check: expected findings found with the right
+   status (recall), found only as a WARN where a FAIL was expected, missed, and false findings
+   (FAIL / WARN that no expected.json asks for).
+2. Real code (``--real MANIFEST ...``): each manifest entry names a public repository, a commit,
+   the entry script and what a careful reader found there (``expected``: check and the lines; an
+   empty list for a clean script). The repository must have been brought to this machine with the
+   search tool's ``fetch`` (a git dir under --mirrors); the entry's folder is extracted at that
+   commit into a temporary folder (nothing is copied into this project), optional ``edits``
+   rebuild a state the author described but never committed, and the analysis runs on it.
+3. Sweep (``--sweep OWNER/NAME ...``): every ``.py`` file of the repository's newest commit used as
+   an entry point: crashes and files slower than 2 s are counted.
+
+Prints a table and one JSON line (``--details FILE`` writes every finding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from ohlora_cli.doctor import static  # noqa: E402
+from ohlora_cli.doctor.registry import Context  # noqa: E402
+
+FIXTURES = HERE.parent / "tests" / "fixtures" / "doctor"
+CHECK_IDS = [c.id for c in static.CHECKS]
+
+
+def analyse(script: Path, gpus: int | None) -> list:
+    ctx = Context("script", gpus=gpus, script=script)
+    return [f for check in static.CHECKS for f in check.run(ctx)]
+
+
+def _matches(finding, expected: dict) -> bool:
+    return finding.check == expected["check"] and finding.where in expected["at"]
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+def fixture_scores() -> dict:
+    per = {check: Counter() for check in CHECK_IDS}
+    runs = 0
+    for case in sorted(p for p in FIXTURES.iterdir() if (p / "expected.json").is_file()):
+        spec = json.loads((case / "expected.json").read_text())
+        for run in spec["runs"]:
+            runs += 1
+            cwd = os.getcwd()
+            os.chdir(case)
+            try:
+                findings = analyse(Path(spec.get("script", "train.py")), run.get("gpus"))
+            finally:
+                os.chdir(cwd)
+            left = list(findings)
+            for expected in run.get("found", []):
+                status = expected.get("status", "fail")
+                counts = per[expected["check"]]
+                counts["expected"] += 1
+                hit = next((f for f in left if f.check == expected["check"] and f.where in expected["at"]), None)
+                if hit is None:
+                    counts["missed"] += 1
+                    continue
+                left.remove(hit)
+                counts["found" if hit.status.value == status else f"found as {hit.status.value}"] += 1
+            for finding in left:
+                per[finding.check][f"false {finding.status.value}"] += 1
+    return {"runs": runs, "per_check": {k: dict(v) for k, v in per.items()}}
+
+
+def print_fixtures(scores: dict) -> None:
+    print(f"Fixture corpus: {len(list(FIXTURES.iterdir()))} cases, {scores['runs']} runs")
+    print("| check | expected | found | found as other status | missed | false FAIL | false WARN | recall |")
+    print("|---|---|---|---|---|---|---|---|")
+    for check, c in scores["per_check"].items():
+        other = sum(v for k, v in c.items() if k.startswith("found as"))
+        recall = c.get("found", 0) / c["expected"] if c.get("expected") else float("nan")
+        print(f"| {check} | {c.get('expected', 0)} | {c.get('found', 0)} | {other} | {c.get('missed', 0)} | "
+              f"{c.get('false fail', 0)} | {c.get('false warn', 0)} | {recall:.2f} |")
+
+
+# -- real code ---------------------------------------------------------------------------------
+
+def git_dir(mirrors: Path, repo: str) -> Path:
+    base = mirrors / repo.replace("/", "+")
+    return base / "repo" if (base / "repo").exists() else base
+
+
+def extract(gitdir: Path, commit: str, paths: list[str], dest: Path) -> None:
+    spec = " ".join(f"'{p}'" for p in paths)
+    command = (f"git --git-dir='{gitdir}' archive {commit} -- {spec} ':(exclude)*.csv' ':(exclude)*.pth' "
+               f"':(exclude)*.png' ':(exclude)*.jpg' | tar -x -C '{dest}'")
+    subprocess.run(command, shell=True, check=True, capture_output=True)
+
+
+def apply_edits(root: Path, edits: list[dict]) -> None:
+    """Rebuild a documented but uncommitted state: delete, replace or insert one line."""
+    for edit in edits:
+        path = root / edit["file"]
+        lines = path.read_text(encoding="utf-8").split("\n")
+        i = edit["line"] - 1
+        if edit["op"] == "delete":
+            del lines[i]
+        elif edit["op"] == "replace":
+            assert edit["old"] in lines[i], (edit, lines[i])
+            lines[i] = lines[i].replace(edit["old"], edit["new"])
+        elif edit["op"] == "insert_after":
+            lines.insert(i + 1, edit["text"])
+        path.write_text("\n".join(lines), encoding="utf-8")
+
+
+class Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Timeout()
+
+
+def timed_analysis(script: Path, gpus: int | None, limit: int = 30):
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(limit)
+    start = time.perf_counter()
+    try:
+        return analyse(script, gpus), None, time.perf_counter() - start
+    except Timeout:
+        return [], f"no answer within {limit} s", time.perf_counter() - start
+    except Exception as exc:  # noqa: BLE001 - a crash is what is being counted
+        return [], f"{type(exc).__name__}: {exc}", time.perf_counter() - start
+    finally:
+        signal.alarm(0)
+
+
+def verdict(entry: dict, findings: list, error: str | None) -> tuple[str, list]:
+    if error:
+        return "crash", []
+    left = list(findings)
+    caught = warned = 0
+    for expected in entry["expected"]:
+        hit = next((f for f in left if _matches(f, expected) and f.status.value == "fail"), None) or \
+            next((f for f in left if _matches(f, expected)), None)
+        if hit is not None:
+            left.remove(hit)
+            caught += hit.status.value == "fail"
+            warned += hit.status.value == "warn"
+    extra = [f for f in left if f.status.value in ("fail", "warn")]
+    if entry["expected"]:
+        n = len(entry["expected"])
+        text = "caught" if caught == n else "caught as WARN" if caught + warned == n else "missed"
+    else:
+        text = "clean"
+    if any(f.status.value == "fail" for f in extra):
+        text += " + false FAIL"
+    elif extra:
+        text += " + WARN"
+    return text, extra
+
+
+def real_code(manifests: list[Path], mirrors: Path) -> dict:
+    rows = []
+    for manifest in manifests:
+        for entry in json.loads(manifest.read_text()):
+            gitdir = git_dir(mirrors, entry["repo"])
+            if not gitdir.exists():
+                rows.append({**_row(entry), "verdict": "not fetched", "found": [], "seconds": 0})
+                continue
+            work = Path(tempfile.mkdtemp(prefix="doctor-real-"))
+            try:
+                extract(gitdir, entry["commit"], [entry["root"], *entry.get("extra", [])], work)
+                root = work / entry["root"]
+                apply_edits(root, entry.get("edits", []))
+                cwd = os.getcwd()
+                os.chdir(root)
+                try:
+                    script = Path(os.path.relpath(work / entry["path"], root))
+                    findings, error, seconds = timed_analysis(script, entry.get("gpus"))
+                finally:
+                    os.chdir(cwd)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            text, extra = verdict(entry, findings, error)
+            rows.append({**_row(entry), "verdict": text, "error": error, "seconds": round(seconds, 3),
+                         "found": [f"{f.check}:{f.status.value}@{f.where}" for f in findings],
+                         "extra": [f"{f.check}:{f.status.value}@{f.where}: {f.message}" for f in extra]})
+    return {"rows": rows, "totals": _totals(rows)}
+
+
+def _row(entry: dict) -> dict:
+    return {"repo": entry["repo"], "path": entry["path"], "commit": entry["commit"][:8],
+            "expected": [f"{e['check']}@{e['at'][0]}" for e in entry["expected"]] or ["clean"],
+            "label": entry.get("label", "")}
+
+
+def _totals(rows: list) -> dict:
+    bugs = [r for r in rows if r["expected"] != ["clean"] and r["verdict"] != "not fetched"]
+    clean = [r for r in rows if r["expected"] == ["clean"] and r["verdict"] != "not fetched"]
+    measured = bugs + clean
+    return {
+        "scripts": len(measured),
+        "bugs": len(bugs),
+        "bugs_caught": sum(r["verdict"].startswith("caught") and "WARN" not in r["verdict"].split("+")[0]
+                           for r in bugs),
+        "bugs_caught_as_warn": sum(r["verdict"].startswith("caught as WARN") for r in bugs),
+        "clean": len(clean),
+        "false_fail_findings": sum(x.split("@")[0].endswith(":fail") for r in measured for x in r.get("extra", [])),
+        "scripts_with_false_fail": sum("false FAIL" in r["verdict"] for r in measured),
+        "warn_findings": sum(x.split("@")[0].endswith(":warn") for r in measured for x in r.get("extra", [])),
+        "crashes": sum(r["verdict"] == "crash" for r in measured),
+        "slowest_s": max((r["seconds"] for r in measured), default=0),
+        "not_fetched": sum(r["verdict"] == "not fetched" for r in rows),
+    }
+
+
+def print_real(result: dict) -> None:
+    print("| repository | path | commit | expected | found | verdict | s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in result["rows"]:
+        found = ", ".join(x for x in r["found"] if ":pass" not in x) or "nothing"
+        print(f"| {r['repo']} | {r['path']} | {r['commit']} | {'; '.join(r['expected'])} | {found} | "
+              f"{r['verdict']} | {r['seconds']} |")
+    t = result["totals"]
+    print(f"\n{t['scripts']} scripts: {t['bugs_caught']}/{t['bugs']} bugs caught as FAIL "
+          f"({t['bugs_caught_as_warn']} more as WARN), {t['scripts_with_false_fail']} of {t['scripts']} with a false "
+          f"FAIL ({t['false_fail_findings']} findings), {t['warn_findings']} WARN findings beyond the expected, "
+          f"{t['crashes']} crashes, slowest {t['slowest_s']:.2f} s")
+
+
+# -- sweep -------------------------------------------------------------------------------------
+
+def sweep(repos: list[str], mirrors: Path) -> dict:
+    results = {}
+    for repo in repos:
+        gitdir = git_dir(mirrors, repo)
+        commit = subprocess.run(["git", f"--git-dir={gitdir}", "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        work = Path(tempfile.mkdtemp(prefix="doctor-sweep-"))
+        try:
+            subprocess.run(f"git --git-dir='{gitdir}' archive {commit} -- ':(glob)**/*.py' | tar -x -C '{work}'",
+                           shell=True, check=True, capture_output=True)
+            files = sorted(work.rglob("*.py"))
+            crashes, slow, times = [], [], []
+            for path in files:
+                cwd = os.getcwd()
+                os.chdir(path.parent)
+                try:
+                    _, error, seconds = timed_analysis(Path(path.name), None)
+                finally:
+                    os.chdir(cwd)
+                rel = str(path.relative_to(work))
+                times.append(seconds)
+                if error and not error.startswith(("BadInputError",)):
+                    crashes.append(f"{rel}: {error}")
+                if seconds > 2:
+                    slow.append(f"{rel}: {seconds:.1f} s")
+            results[repo] = {"commit": commit[:8], "files": len(files), "crashes": crashes, "slow": slow,
+                             "max_s": round(max(times, default=0), 3),
+                             "mean_s": round(sum(times) / len(times), 4) if times else 0}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def print_sweep(results: dict) -> None:
+    print("| repository | commit | .py files | crashes | over 2 s | slowest s | mean s |")
+    print("|---|---|---|---|---|---|---|")
+    for repo, r in results.items():
+        print(f"| {repo} | {r['commit']} | {r['files']} | {len(r['crashes'])} | {len(r['slow'])} | {r['max_s']} | "
+              f"{r['mean_s']} |")
+        for line in r["crashes"][:20] + r["slow"][:20]:
+            print(f"    {line}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real", nargs="+", type=Path, help="real-code manifests (JSON)")
+    parser.add_argument("--sweep", nargs="+", help="OWNER/NAME repositories to sweep")
+    parser.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"), help="where fetch put the git dirs")
+    parser.add_argument("--details", type=Path, help="write every row and finding to this JSON file")
+    args = parser.parse_args()
+    out: dict = {}
+    if args.real:
+        out["real"] = real_code(args.real, args.mirrors)
+        print_real(out["real"])
+    if args.sweep:
+        out["sweep"] = sweep(args.sweep, args.mirrors)
+        print_sweep(out["sweep"])
+    if not args.real and not args.sweep:
+        out["fixtures"] = fixture_scores()
+        print_fixtures(out["fixtures"])
+    if args.details:
+        args.details.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+    summary = {"fixtures": out.get("fixtures", {}).get("per_check"),
+               "real": out.get("real", {}).get("totals"),
+               "sweep": {k: {"files": v["files"], "crashes": len(v["crashes"]), "slow": len(v["slow"]),
+                             "max_s": v["max_s"]} for k, v in out.get("sweep", {}).items()} or None}
+    print(json.dumps({"bench": "doctor_accuracy", **{k: v for k, v in summary.items() if v is not None}}))
+
+
+if __name__ == "__main__":
+    main()
