@@ -103,10 +103,11 @@ def git_dir(mirrors: Path, repo: str) -> Path:
 
 
 def extract(gitdir: Path, commit: str, paths: list[str], dest: Path) -> None:
-    spec = " ".join(f"'{p}'" for p in paths)
-    command = (f"git --git-dir='{gitdir}' archive {commit} -- {spec} ':(exclude)*.csv' ':(exclude)*.pth' "
-               f"':(exclude)*.png' ':(exclude)*.jpg' | tar -x -C '{dest}'")
-    subprocess.run(command, shell=True, check=True, capture_output=True)
+    """The Python files under ``paths`` at ``commit`` (data and weights are not needed, and large
+    files are absent from fetched snapshots)."""
+    spec = " ".join(f"':(glob){p.rstrip('/') + '/' if p else ''}**/*.py'" for p in paths)
+    subprocess.run(f"git --git-dir='{gitdir}' archive {commit} -- {spec} | tar -x -C '{dest}'", shell=True,
+                   check=True, capture_output=True)
 
 
 def apply_edits(root: Path, edits: list[dict]) -> None:
@@ -254,7 +255,7 @@ def sweep(repos: list[str], mirrors: Path) -> dict:
             subprocess.run(f"git --git-dir='{gitdir}' archive {commit} -- ':(glob)**/*.py' | tar -x -C '{work}'",
                            shell=True, check=True, capture_output=True)
             files = sorted(work.rglob("*.py"))
-            crashes, slow, times = [], [], []
+            crashes, slow, times, timed = [], [], [], []
             for path in files:
                 cwd = os.getcwd()
                 os.chdir(path.parent)
@@ -264,12 +265,13 @@ def sweep(repos: list[str], mirrors: Path) -> dict:
                     os.chdir(cwd)
                 rel = str(path.relative_to(work))
                 times.append(seconds)
+                timed.append((round(seconds, 3), rel))
                 if error and not error.startswith(("BadInputError",)):
                     crashes.append(f"{rel}: {error}")
                 if seconds > 2:
                     slow.append(f"{rel}: {seconds:.1f} s")
             results[repo] = {"commit": commit[:8], "files": len(files), "crashes": crashes, "slow": slow,
-                             "max_s": round(max(times, default=0), 3),
+                             "max_s": round(max(times, default=0), 3), "slowest": sorted(timed)[-5:][::-1],
                              "mean_s": round(sum(times) / len(times), 4) if times else 0}
         finally:
             shutil.rmtree(work, ignore_errors=True)

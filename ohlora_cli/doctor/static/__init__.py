@@ -97,13 +97,21 @@ class ScriptGradInference(Check):
                 hint="Wrap the call in `with torch.no_grad():` (or decorate its function with `@torch.no_grad()`) "
                      "and keep only `.detach().cpu()` of what it returns."))
         for site, kept in result.retentions.items():
+            token = f"keep:{site}"
+            if token in trained:
+                continue  # the accumulated value reaches .backward(): a loss summed up, not a leak
+            message = (f"`{kept.text}` at {site} keeps a tensor with its autograd history on every iteration"
+                       f"{' (loop at ' + kept.loop + ')' if kept.loop else ''}{_via(kept.stack)}: the graphs pile up "
+                       f"and memory grows.")
+            status = Status.FAIL
+            if token in result.escapes:
+                status = Status.WARN
+                message += (f" Assumed: the code at {result.escapes[token]}, which the doctor cannot see, does not "
+                            f"call .backward() on what is kept.")
             findings.append(self.finding(
-                Status.FAIL,
-                f"`{kept.text}` at {site} keeps a tensor with its autograd history on every iteration"
-                f"{' (loop at ' + kept.loop + ')' if kept.loop else ''}{_via(kept.stack)}: the graphs pile up and "
-                f"memory grows.",
-                where=site, hint="Keep a number or a detached tensor: `.item()` or `.detach()` (e.g. "
-                                 "`losses.append(loss.item())`, `total += loss.item()`)."))
+                status, message, where=site,
+                hint="Keep a number or a detached tensor: `.item()` or `.detach()` (e.g. "
+                     "`losses.append(loss.item())`, `total += loss.item()`)."))
         return findings
 
 

@@ -181,6 +181,17 @@ def _with_site(value, site: str, definite: bool):
     return value
 
 
+def _tag(value, token: str):
+    """``value`` with ``token`` among the graph sources it may carry."""
+    if isinstance(value, T):
+        return replace(value, grads=value.grads | {token})
+    if isinstance(value, Seq):
+        return Seq(tuple(_tag(v, token) for v in value.items))
+    if isinstance(value, Items):
+        return Items(_tag(value.elem, token))
+    return value
+
+
 def _model_name(expr: ast.expr) -> str | None:
     name = expr.id if isinstance(expr, ast.Name) else expr.attr if isinstance(expr, ast.Attribute) else ""
     lowered = name.lower()
@@ -296,7 +307,7 @@ class Interpreter:
         value = self.eval(stmt.value, frame)
         current = self.eval(stmt.target, frame)
         if self._persists(stmt.target, frame):
-            self._check_retention(value, stmt, frame, ast.unparse(stmt))
+            value = self._check_retention(value, stmt, frame, ast.unparse(stmt))
         self.assign(stmt.target, self.binop(current, value, stmt, stmt.op, frame), frame, stmt)
 
     def _stmt_Import(self, stmt, frame: Frame):
@@ -1117,8 +1128,9 @@ class Interpreter:
         dtype = "f64" if mod.is_f64 else "f32"
         if mod.loss or not mod.parametric:
             dtype = next((v.dtype for v in values if v.kind == "tensor"), "f32")
+        src = frozenset().union(*(sources_of(v) for v in [*args, *kwargs.values()])) - grads
         return T("tensor", dtype, req=(req or (mod.parametric and mod.guess is None)) and not self.state.no_grad,
-                 grads=grads)
+                 grads=grads, src=src)
 
     def call_function(self, module: Module, node, args, kwargs, self_value, site: str | None,
                       closure: Frame | None = None):
@@ -1206,7 +1218,7 @@ class Interpreter:
                 self.cuda_event(node, frame, f".{name}({'cuda' if name == 'to' else ''})")
         if name in ("append", "extend", "insert", "add") and args and receiver is not None \
                 and self._persists(receiver, frame):
-            self._check_retention(args[-1], node, frame, ast.unparse(node))
+            args = [*args[:-1], self._check_retention(args[-1], node, frame, ast.unparse(node))]
         if isinstance(owner, (Mod, Inst)) and owner.obj is not None and name in owner.obj.attrs:
             return self._call_attribute(owner, owner.obj.attrs[name], args, kwargs, node, frame)
         if isinstance(owner, Mod):
@@ -1527,7 +1539,9 @@ class Interpreter:
     # -- events --------------------------------------------------------------------------------
 
     def trains(self, value) -> None:
-        self.training_sites |= graph_of(value)[1]
+        """``value`` reaches .backward(): the forwards whose graph it may carry are training, and so are
+        those whose detached outputs went into it (a target ``D(fake.detach())``, ``vgg(real).detach()``)."""
+        self.training_sites |= graph_of(value)[1] | sources_of(value)
 
     def _buffer_update(self, obj: Obj, name: str, value, stmt, frame: Frame) -> None:
         if name not in obj.buffers or self.state.no_grad or not self.state.in_forward:
@@ -1558,11 +1572,16 @@ class Interpreter:
             return target.id not in frame.assigned
         return True
 
-    def _check_retention(self, value, node, frame: Frame, text: str) -> None:
+    def _check_retention(self, value, node, frame: Frame, text: str):
+        """A graph-carrying value kept in an accumulator that outlives the iteration: recorded, and
+        returned tagged (``keep:<site>``) so that an accumulator that later reaches .backward() (a loss
+        summed over layers or tasks) is known to be part of training, not a leak."""
         req, _ = graph_of(value)
-        if req and not self.state.no_grad and self.state.repeated and not self.state.in_forward:
-            site = where(frame.module, node)
-            self.retentions.setdefault(site, Retention(site, text, self.state.stack, self.state.loop))
+        if not (req and not self.state.no_grad and self.state.repeated and not self.state.in_forward):
+            return value
+        site = where(frame.module, node)
+        self.retentions.setdefault(site, Retention(site, text, self.state.stack, self.state.loop))
+        return _tag(value, f"keep:{site}")
 
     def env_set(self, node, frame: Frame, value) -> None:
         text = value.value if isinstance(value, Const) and isinstance(value.value, str) else None

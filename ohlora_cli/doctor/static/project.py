@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ...errors import BadInputError
 
-MAX_MODULES = 60  # a script's own helper modules; more than this is a package, not a script
+MAX_MODULES = 40  # a script's own helper modules (Oh-LoRA's largest trainer imports 27); more is a package
 
 
 @dataclass(eq=False)
@@ -133,10 +133,14 @@ class Project:
 
     def _index(self, module: Module) -> None:
         """Aliases from every import (any depth: imports inside functions count), top-level defs."""
-        for node in ast.walk(module.tree):
-            if isinstance(node, ast.Call):
+        imports = []
+        for node in ast.walk(module.tree):  # one walk: sys.path changes first, then the imports they affect
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                imports.append(node)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("append", "insert"):
                 self._sys_path_entry(module, node)
-        for node in ast.walk(module.tree):
+        for node in imports:
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.asname:
@@ -149,6 +153,7 @@ class Project:
                 source = self._absolute(module, node)
                 for alias in node.names:
                     if alias.name == "*":
+                        self._star_import(module, source)
                         continue
                     qualified = f"{source}.{alias.name}" if source else alias.name
                     self._alias(module, alias.asname or alias.name, qualified)
@@ -170,6 +175,23 @@ class Project:
                 module.aliases[stmt.name] = info.qualname
         for info in module.classes.values():
             info.bases = [self.qualname(module, base) or "" for base in info.node.bases]
+
+    def _star_import(self, module: Module, source: str) -> None:
+        """``from models import *``: the local module's public names (its ``__all__`` when it has one)."""
+        local = self.load(source) if source else None
+        if local is None:
+            return
+        exported = dict(local.aliases)
+        for stmt in local.tree.body:
+            if isinstance(stmt, ast.Assign):
+                for target in stmt.targets:
+                    for name in ast.walk(target):
+                        if isinstance(name, ast.Name):
+                            exported.setdefault(name.id, f"{local.name}.{name.id}")
+        public = _literal_names(local.tree)
+        for name, qualified in exported.items():
+            if (name in public) if public is not None else not name.startswith("_"):
+                self._alias(module, name, qualified)
 
     # -- sys.path ------------------------------------------------------------------------------
 
@@ -249,6 +271,15 @@ class Project:
             if name in current.methods:
                 return current, current.methods[name]
         return None
+
+
+def _literal_names(tree: ast.Module) -> set[str] | None:
+    """A module's ``__all__`` when it is a literal list or tuple of names."""
+    for stmt in tree.body:
+        if (isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in stmt.targets)
+                and isinstance(stmt.value, (ast.List, ast.Tuple))):
+            return {e.value for e in stmt.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+    return None
 
 
 def _static_path(module: Module, expr: ast.AST, depth: int = 0) -> Path | None:

@@ -233,6 +233,8 @@ def join(a, b, why: str = ""):
         return a
     if a == b:
         return a
+    if isinstance(a, Const) and isinstance(b, Const) and a != NONE and b != NONE:
+        return UNKNOWN  # True on one path, False on the other: not known
     if isinstance(a, Unknown) or a == NONE:
         return b if isinstance(a, Unknown) or not isinstance(b, Unknown) else a
     if isinstance(b, Unknown) or b == NONE:
