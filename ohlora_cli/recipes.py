@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import reprlib
 import types
 import typing
 from importlib import resources
@@ -70,13 +71,68 @@ def find(recipe: str) -> Path:
     )
 
 
+# Hostile or mistaken files (a data file passed as the recipe, a binary, a generated monster) get a
+# message before the YAML parser sees them: the parser takes minutes on a few MB, and libyaml
+# crashes the interpreter on deep enough nesting.
+MAX_BYTES = 1_000_000
+MAX_DEPTH = 32
+MAX_VALUES = 10_000
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: several times faster
+_SHAPE_HINT = "A recipe is a short YAML file of sections and values; check that this is the file you meant."
+
+
+def _check_nesting(text: str, path: Path) -> None:
+    """Nesting deeper than MAX_DEPTH, found from the parser's events (no tree is built, no recursion)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise RecipeError(f"{path}:{line}: nested deeper than {MAX_DEPTH} levels", hint=_SHAPE_HINT)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _check_values(data: Any, path: Path) -> None:
+    """At most MAX_VALUES values, aliases counted at every use (a YAML 'billion laughs' or a
+    self-referencing alias expands without end)."""
+    stack, seen = [data], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise RecipeError(f"{path}: more than {MAX_VALUES:,} values (YAML aliases count at every use)",
+                              hint=_SHAPE_HINT)
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
+    """The recipe file as a dict. Every way it can be unreadable is a RecipeError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)  # never more, whatever the file claims to be
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror})") from exc
+    if len(raw) > MAX_BYTES:
+        try:
+            size = f"{path.stat().st_size:,} bytes"
+        except OSError:
+            size = "too large"
+        raise RecipeError(f"{path}: {size}; a recipe is at most {MAX_BYTES // 1_000_000} MB (it was not parsed)",
+                          hint=_SHAPE_HINT)
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x})",
+                          hint="A recipe is a YAML text file saved as UTF-8; check that this is the file you meant.") from None
+    try:
+        _check_nesting(text, path)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader: plain data only)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -86,9 +142,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
             hint="Fix the YAML syntax at that line (indentation, a missing ':' or quote).",
         ) from exc
     if data is None:
-        data = {}
+        raise RecipeError(f"{path}: the recipe is empty",
+                          hint=f"Start from a packaged recipe (one of: {', '.join(packaged_recipes())}), "
+                               f"e.g. copy {recipes_dir() / 'gan-demo.yaml'}.")
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
+    _check_values(data, path)
     return data
 
 
@@ -127,7 +186,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[str]:
 
 
 def model_class(kind: Any) -> type[BaseModel]:
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         known = ", ".join(sorted(KINDS))
         raise RecipeError(
             f"kind: {'missing' if kind is None else repr(kind)}; every recipe needs 'kind', one of: {known}"
@@ -178,14 +237,17 @@ def format_errors(exc: ValidationError, model: type[BaseModel], source: str, fro
             lines.append(f"  {key}: required key is missing")
         else:
             got = error.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            shown = "" if isinstance(got, dict) else f" (got {reprlib.repr(got)})"
             lines.append(f"  {key}{origin}: {error['msg']}{shown}")
     count = len(lines)
     return f"{source}: {count} problem{'s' if count != 1 else ''} in the recipe:\n" + "\n".join(lines)
 
 
 def validate(data: dict[str, Any], *, source: str = "recipe", from_set: list[str] | None = None) -> BaseModel:
-    model = model_class(data.get("kind"))
+    try:
+        model = model_class(data.get("kind"))
+    except RecipeError as exc:
+        raise RecipeError(f"{source}: {exc}", hint=exc.hint) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -199,6 +261,8 @@ def load(recipe: str, overrides: list[str] | None = None, *, expect_kind: str | 
     """Find, read, override and validate a recipe; returns the kind's pydantic model."""
     path = find(recipe)
     data = read_yaml(path)
+    if expect_kind is not None and not isinstance(data.get("kind", expect_kind), str):
+        raise RecipeError(f"{path}: kind: {data.get('kind')!r}; it must be one of: {', '.join(sorted(KINDS))}")
     if expect_kind is not None and data.get("kind", expect_kind) != expect_kind:
         raise RecipeError(
             f"{path}: kind: {data.get('kind')!r}, but this command trains kind '{expect_kind}'",

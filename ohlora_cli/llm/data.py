@@ -49,6 +49,19 @@ def _bad(path: Path, problems: list[str], hint: str) -> DataError:
                      hint=hint)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple]) -> dict:
+    record = {}
+    for key, value in pairs:
+        if key in record:
+            raise _DuplicateKey(key)
+        record[key] = value
+    return record
+
+
 def _read_records(path: Path) -> tuple[list[str], list[dict]]:
     """(column names, records) from a CSV or JSONL file."""
     if not path.is_file():
@@ -66,9 +79,12 @@ def _read_records(path: Path) -> tuple[list[str], list[dict]]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_pairs)
             except json.JSONDecodeError as exc:
                 problems.append(f"line {line_no}: not valid JSON ({exc.msg})")
+                continue
+            except _DuplicateKey as exc:
+                problems.append(f"line {line_no}: key '{exc.args[0]}' appears twice (which one to read is undefined)")
                 continue
             if not isinstance(record, dict):
                 problems.append(f"line {line_no}: expected a JSON object, got {type(record).__name__}")
@@ -83,13 +99,25 @@ def _read_records(path: Path) -> tuple[list[str], list[dict]]:
         records = [dict(record) for record in reader]
     except csv.Error as exc:
         raise DataError(f"{path}: malformed CSV ({exc})", hint="Check quoting around that line.") from None
-    return list(reader.fieldnames or []), records
+    header = list(reader.fieldnames or [])
+    return header, records
+
+
+def _check_header(path: Path, header: list[str], used: list[str]) -> None:
+    """A column the recipe reads must appear once: with two of them, which one is read is undefined."""
+    twice = [c for c in dict.fromkeys(used) if header.count(c) > 1]
+    if twice:
+        places = "; ".join(f"'{c}' is columns {', '.join(str(i + 1) for i, h in enumerate(header) if h == c)}"
+                           for c in twice)
+        raise DataError(f"{path}:1: the header names a column twice ({places}): which one the recipe means is "
+                        "ambiguous", hint="Rename or remove the duplicate column in the CSV header.")
 
 
 def read_rows(cfg: LlmData) -> list[Row]:
     """Read and check every row. Raises one DataError naming every bad row."""
     path = resolve_path(cfg.path)
     columns, records = _read_records(path)
+    _check_header(path, columns, [c for c in (cfg.input_column, cfg.output_column, cfg.split_column) if c])
     if not records:
         raise DataError(f"{path}: no data rows", hint="Add rows with an input and an output column.")
     missing = [c for c in (cfg.input_column, cfg.output_column) if c not in columns]
