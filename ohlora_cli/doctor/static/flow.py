@@ -56,6 +56,7 @@ from .values import (
 )
 
 MAX_DEPTH = 14
+MAX_FEW = 64  # iterations of a loop over things known in advance (labels, layers, heads)
 
 # Names people give models. Only ever a guess: a finding that rests on one is at most a WARN.
 MODEL_NAMES = {
@@ -107,6 +108,7 @@ class Retention:
     text: str
     stack: tuple
     loop: str | None
+    grows: bool = True  # False: it spans a handful of known iterations inside one call
 
 
 @dataclass
@@ -190,6 +192,13 @@ def _tag(value, token: str):
     if isinstance(value, Items):
         return Items(_tag(value.elem, token))
     return value
+
+
+def _attr_key(node: ast.expr, value) -> str:
+    """The attribute name ``add_module`` is given: a constant, or an f-string's fixed prefix plus ``*``."""
+    if isinstance(value, Const) and isinstance(value.value, str):
+        return value.value if isinstance(node, ast.Constant) else value.value + "*"
+    return "*"
 
 
 def _model_name(expr: ast.expr) -> str | None:
@@ -307,7 +316,7 @@ class Interpreter:
         value = self.eval(stmt.value, frame)
         current = self.eval(stmt.target, frame)
         if self._persists(stmt.target, frame):
-            value = self._check_retention(value, stmt, frame, ast.unparse(stmt))
+            value = self._check_retention(value, stmt, frame, ast.unparse(stmt), self._grows(stmt.target, frame))
         self.assign(stmt.target, self.binop(current, value, stmt, stmt.op, frame), frame, stmt)
 
     def _stmt_Import(self, stmt, frame: Frame):
@@ -351,7 +360,6 @@ class Interpreter:
             return self.exec_block(stmt.body, frame)
         if branch is False:
             return self.exec_block(stmt.orelse, frame)
-        self.eval(stmt.test, frame)
         on_true, on_false = self._narrowing(stmt.test, frame)
         return self._branches(frame, [(stmt.body, on_true), (stmt.orelse, on_false)],
                               f"the side of the `if` at {where(frame.module, stmt)} that leaves it float64 is the one taken")
@@ -426,7 +434,7 @@ class Interpreter:
         fresh = _assigned_names(stmt.body)
         if isinstance(stmt, (ast.For, ast.AsyncFor)):
             fresh |= {n.id for n in ast.walk(stmt.target) if isinstance(n, ast.Name)}
-        frame.loops.append(fresh)
+        frame.loops.append((fresh, self._few_iterations(stmt, frame)))
         for _ in range(2):
             bind()
             self.exec_block(stmt.body, frame)
@@ -434,10 +442,25 @@ class Interpreter:
         self.state = saved
         self.exec_block(stmt.orelse, frame)
 
+    def _few_iterations(self, stmt, frame: Frame) -> bool:
+        """A loop over a handful of things known in advance (``range(10)``, a literal list, the layers
+        of a model), not over data or steps: what it accumulates is bounded."""
+        if not isinstance(stmt, (ast.For, ast.AsyncFor)):
+            return False
+        it = stmt.iter
+        if isinstance(it, (ast.Tuple, ast.List)):
+            return len(it.elts) <= MAX_FEW
+        if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range" \
+                and all(isinstance(_const(a), int) for a in it.args):
+            return len(range(*[_const(a) for a in it.args])) <= MAX_FEW
+        return False
+
     # -- tests that decide or narrow a branch ----------------------------------------------------
 
     def _static_test(self, test: ast.expr, frame: Frame) -> bool | None:
-        """``if __name__ == "__main__"``, ``if self.training``, constants and decidable ``isinstance``."""
+        """Evaluate an ``if`` test (once) and decide it where it is known: ``__name__ == "__main__"``,
+        ``self.training``, constants, ``torch.distributed.is_initialized()`` in a plain process,
+        ``x is None`` for a known None, decidable ``isinstance``. None: both sides may run."""
         if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
                 and len(test.comparators) == 1 and _const(test.comparators[0]) == "__main__"):
             equal = isinstance(test.ops[0], ast.Eq)
@@ -446,22 +469,25 @@ class Interpreter:
             inner = self._static_test(test.operand, frame)
             return None if inner is None else not inner
         if isinstance(test, ast.BoolOp):
-            first = self._static_test(test.values[0], frame)
-            if isinstance(test.op, ast.And):
-                return False if first is False else None
-            return True if first is True else None
+            stop = isinstance(test.op, ast.Or)  # `or` stops at the first True, `and` at the first False
+            decided = True
+            for value in test.values:
+                part = self._static_test(value, frame)
+                if part is stop:
+                    return stop
+                decided = decided and part is not None
+            return (not stop) if decided else None
         if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], (ast.Is, ast.IsNot)) \
-                and _const(test.comparators[0]) is None and isinstance(test.comparators[0], ast.Constant):
+                and isinstance(test.comparators[0], ast.Constant) and test.comparators[0].value is None:
             value = self.eval(test.left, frame)
             if value == NONE:
                 return isinstance(test.ops[0], ast.Is)
             return None
         if isinstance(test, ast.Call) and isinstance(test.func, ast.Name) and test.func.id == "isinstance":
             return self._isinstance(test, frame)
-        if isinstance(test, (ast.Name, ast.Attribute)):
-            value = self.eval(test, frame)
-            if isinstance(value, Const) and isinstance(value.value, bool):
-                return value.value
+        value = self.eval(test, frame)
+        if isinstance(value, Const) and isinstance(value.value, bool):
+            return value.value
         return None
 
     def _isinstance(self, test: ast.Call, frame: Frame) -> bool | None:
@@ -723,7 +749,6 @@ class Interpreter:
         branch = self._static_test(node.test, frame)
         if branch is not None:
             return self.eval(node.body if branch else node.orelse, frame)
-        self.eval(node.test, frame)
         return join(self.eval(node.body, frame), self.eval(node.orelse, frame),
                     f"the side of the conditional at {where(frame.module, node)} that gives float64 is the one taken")
 
@@ -821,6 +846,18 @@ class Interpreter:
         if isinstance(owner, T):
             return self._tensor_attribute(owner, attr, site)
         return UNKNOWN
+
+    def dynamic_attribute(self, owner, name_node: ast.expr, name_value):
+        """``getattr(self, f"dense{i}")`` / ``self.__getattr__(name)``: the attribute, or every attribute
+        added under that prefix (``add_module(f"dense{i}", ...)``)."""
+        if not (isinstance(owner, (Mod, Inst)) and owner.obj is not None and isinstance(name_value, Const)
+                and isinstance(name_value.value, str)):
+            return UNKNOWN
+        if isinstance(name_node, ast.Constant):
+            return self.attribute_of(owner, name_value.value)
+        prefix = name_value.value
+        found = [v for k, v in owner.obj.attrs.items() if k.startswith(prefix) and prefix]
+        return join_all(found) if found else UNKNOWN
 
     def _object_attribute(self, owner, attr: str):
         obj = owner.obj
@@ -1218,11 +1255,12 @@ class Interpreter:
                 self.cuda_event(node, frame, f".{name}({'cuda' if name == 'to' else ''})")
         if name in ("append", "extend", "insert", "add") and args and receiver is not None \
                 and self._persists(receiver, frame):
-            args = [*args[:-1], self._check_retention(args[-1], node, frame, ast.unparse(node))]
+            kept = self._check_retention(args[-1], node, frame, ast.unparse(node), self._grows(receiver, frame))
+            args = [*args[:-1], kept]
         if isinstance(owner, (Mod, Inst)) and owner.obj is not None and name in owner.obj.attrs:
             return self._call_attribute(owner, owner.obj.attrs[name], args, kwargs, node, frame)
         if isinstance(owner, Mod):
-            return self._module_method(owner, name, args, kwargs, node, frame)
+            return self._module_method(owner, name, args, kwargs, node, frame, receiver)
         if isinstance(owner, Inst):
             found = self.project.find_method(owner.obj.cls, name)
             if found is not None:
@@ -1256,8 +1294,19 @@ class Interpreter:
             return self.library(callee.qualname, node, frame) if isinstance(node, ast.Call) else UNKNOWN
         return self.call_resolved(callee, args, kwargs, node, frame)
 
-    def _module_method(self, mod: Mod, name, args, kwargs, node, frame: Frame):
+    def _module_method(self, mod: Mod, name, args, kwargs, node, frame: Frame, receiver=None):
         obj = mod.obj
+        if name in ("add_module", "register_module") and obj is not None and len(args) > 1 and isinstance(node, ast.Call):
+            obj.attrs[_attr_key(node.args[0], args[0])] = args[1]
+            return NONE
+        if name == "__getattr__" and isinstance(node, ast.Call) and node.args:
+            return self.dynamic_attribute(mod, node.args[0], args[0])
+        if mod.builtin in ("Sequential", "ModuleList") and name in ("append", "extend", "insert") and args:
+            new = args[-1].items if name == "extend" and isinstance(args[-1], Seq) else (args[-1],)
+            grown = replace(mod, parts=mod.parts + tuple(m for m in new if isinstance(m, Mod)))
+            if isinstance(receiver, (ast.Name, ast.Attribute)):
+                self.assign(receiver, grown, frame, node)
+            return NONE
         if name in ("eval", "train"):
             first = node.args[0] if isinstance(node, ast.Call) and node.args else None
             training = name == "train" and _const(first) is not False
@@ -1294,8 +1343,6 @@ class Interpreter:
             found = self.project.find_method(obj.cls, name)
             if found is not None:
                 return self.call_function(found[0].module, found[1], args, kwargs, mod, where(frame.module, node))
-        if obj is None and mod.parts and name in ("append", "extend"):
-            return NONE
         # A library model's own methods (save_pretrained, print_trainable_parameters, ...) are not
         # forward passes of the script's.
         return UNKNOWN
@@ -1567,12 +1614,25 @@ class Interpreter:
         if not isinstance(target, ast.Name):
             return False
         if frame.loops:
-            return target.id not in frame.loops[-1]
+            return target.id not in frame.loops[-1][0]
         if frame.assigned is not None:
             return target.id not in frame.assigned
         return True
 
-    def _check_retention(self, value, node, frame: Frame, text: str):
+    def _grows(self, target: ast.expr, frame: Frame) -> bool:
+        """Whether what the accumulator keeps grows with the length of the run: it outlives a loop over
+        data or steps, or the call itself (an attribute or a global), rather than a handful of known
+        iterations inside one call (``for label in range(10)``)."""
+        if not isinstance(target, ast.Name) or target.id in frame.global_names or frame.assigned is None:
+            return True
+        for fresh, few in reversed(frame.loops):
+            if target.id in fresh:
+                return False  # reset by this loop: it only spans the loops inside it, already checked
+            if not few:
+                return True
+        return False
+
+    def _check_retention(self, value, node, frame: Frame, text: str, grows: bool):
         """A graph-carrying value kept in an accumulator that outlives the iteration: recorded, and
         returned tagged (``keep:<site>``) so that an accumulator that later reaches .backward() (a loss
         summed over layers or tasks) is known to be part of training, not a leak."""
@@ -1580,7 +1640,7 @@ class Interpreter:
         if not (req and not self.state.no_grad and self.state.repeated and not self.state.in_forward):
             return value
         site = where(frame.module, node)
-        self.retentions.setdefault(site, Retention(site, text, self.state.stack, self.state.loop))
+        self.retentions.setdefault(site, Retention(site, text, self.state.stack, self.state.loop, grows))
         return _tag(value, f"keep:{site}")
 
     def env_set(self, node, frame: Frame, value) -> None:
@@ -1594,8 +1654,10 @@ class Interpreter:
         if self.launcher is None:
             self.launcher = (where(frame.module, node), what)
 
-    def config_event(self, node: ast.Call, frame: Frame, cls: str) -> None:
-        per_device, accumulation = 8, 1
+    def config_event(self, node: ast.Call, frame: Frame, cls: str, *, from_cli: bool = False) -> None:
+        """A TrainingArguments / SFTConfig built here; ``from_cli``: by an argument parser, so its
+        per-device batch comes from the command line (None)."""
+        per_device, accumulation = (None, 1) if from_cli else (8, 1)
         for kw in node.keywords:
             value = self._int_value(kw.value, frame)
             if kw.arg == "per_device_train_batch_size" and value is not None:

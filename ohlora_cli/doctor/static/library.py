@@ -31,6 +31,7 @@ from .values import (
     Seq,
     T,
     join_all,
+    opaque,
     scalar,
 )
 
@@ -269,6 +270,31 @@ def _training_config(c: Call):
     return Lib(c.name + "()")
 
 
+def _config_class(value) -> str | None:
+    if isinstance(value, Lib):
+        short = value.qualname.rsplit(".", 1)[-1]
+        if short in TRAINING_CONFIGS or (value.qualname.startswith("trl.") and short.endswith("Config")
+                                         and short not in ("ModelConfig",)):
+            return short
+    return None
+
+
+@rule("transformers.HfArgumentParser", "transformers.hf_argparser.HfArgumentParser", "trl.TrlParser",
+      "trl.scripts.utils.TrlParser")
+def _argument_parser(c: Call):
+    """Remember which training config the parser will build: ``HfArgumentParser(...)(SFTConfig)``."""
+    types = list(c.first.items) if isinstance(c.first, Seq) else [c.first]
+    built = next(filter(None, map(_config_class, types)), None)
+    return Lib(f"{c.name}({built or ''})")
+
+
+@family(lambda name, short: "Parser(" in name and short.startswith("parse") and "Parser()" not in name)
+def _parse_config(c: Call):
+    built = c.name[c.name.index("Parser(") + 7:c.name.index(")", c.name.index("Parser("))]
+    c.interp.config_event(c.node, c.frame, built, from_cli=True)
+    return UNKNOWN
+
+
 # -- autograd ----------------------------------------------------------------------------------
 
 @family(lambda name, short: short == "backward")
@@ -418,10 +444,9 @@ def _dict(c: Call):
 
 @rule("builtins.getattr")
 def _getattr(c: Call):
-    name = c.const_arg(1)
-    if isinstance(name, str):
-        return c.interp.attribute_of(c.first, name)
-    return UNKNOWN
+    if len(c.node.args) < 2:
+        return UNKNOWN
+    return c.interp.dynamic_attribute(c.first, c.node.args[1], c.args[1])
 
 
 @rule("copy.deepcopy", "copy.copy")
@@ -663,6 +688,9 @@ def _default_collate(c: Call):
     ("torch.utils", "torch.distributed", "torch.hub", "torch.jit", "torch.compile", "torch.backends")))
 def _torch_other(c: Call):
     if c.short[:1].isupper():
+        carried = opaque([*c.args, *c.kwargs.values()])
+        if isinstance(carried, T):  # a distribution of a model's output carries its graph
+            return carried
         return Lib(c.name + "()")  # GradScaler(), device objects, generators ...
     if c.short in ("manual_seed", "seed", "set_num_threads", "set_printoptions", "use_deterministic_algorithms",
                    "set_float32_matmul_precision", "device", "is_tensor", "numel", "set_anomaly_enabled"):
