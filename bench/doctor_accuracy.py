@@ -273,7 +273,7 @@ def sweep(repos: list[str], mirrors: Path) -> dict:
             subprocess.run(f"git --git-dir='{gitdir}' archive {commit} -- ':(glob)**/*.py' | tar -x -C '{work}'",
                            shell=True, check=True, capture_output=True)
             files = sorted(work.rglob("*.py"))
-            crashes, slow, times, timed = [], [], [], []
+            crashes, slow, times, timed, unparsable = [], [], [], [], []
             for path in files:
                 cwd = os.getcwd()
                 os.chdir(path.parent)
@@ -284,11 +284,14 @@ def sweep(repos: list[str], mirrors: Path) -> dict:
                 rel = str(path.relative_to(work))
                 times.append(seconds)
                 timed.append((round(seconds, 3), rel))
-                if error and not error.startswith(("BadInputError",)):
+                if error and error.startswith("BadInputError"):
+                    unparsable.append(rel)  # exit 2 with a message naming the file, as the CLI does
+                elif error:
                     crashes.append(f"{rel}: {error}")
                 if seconds > 2:
                     slow.append(f"{rel}: {seconds:.1f} s")
             results[repo] = {"commit": commit[:8], "files": len(files), "crashes": crashes, "slow": slow,
+                             "unparsable": len(unparsable),
                              "max_s": round(max(times, default=0), 3), "slowest": sorted(timed)[-5:][::-1],
                              "mean_s": round(sum(times) / len(times), 4) if times else 0}
         finally:
@@ -297,11 +300,11 @@ def sweep(repos: list[str], mirrors: Path) -> dict:
 
 
 def print_sweep(results: dict) -> None:
-    print("| repository | commit | .py files | crashes | over 2 s | slowest s | mean s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| repository | commit | .py files | not Python 3 (exit 2) | crashes | over 2 s | slowest s | mean s |")
+    print("|---|---|---|---|---|---|---|---|")
     for repo, r in results.items():
-        print(f"| {repo} | {r['commit']} | {r['files']} | {len(r['crashes'])} | {len(r['slow'])} | {r['max_s']} | "
-              f"{r['mean_s']} |")
+        print(f"| {repo} | {r['commit']} | {r['files']} | {r['unparsable']} | {len(r['crashes'])} | {len(r['slow'])} | "
+              f"{r['max_s']} | {r['mean_s']} |")
         for line in r["crashes"][:20] + r["slow"][:20]:
             print(f"    {line}")
 
