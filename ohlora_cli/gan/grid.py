@@ -3,6 +3,10 @@
 ``label_sweep`` is the pipeline's sampling function: the generator runs in eval mode under
 ``torch.no_grad()`` and only detached CPU images leave it (the seed's second failure was test
 images generated in train mode with autograd on, growing memory every call).
+
+``save_grid`` writes the PNG; given row and column labels it draws them in margins (the label
+each row sweeps, the value of each column) with PIL's built-in bitmap font, scaled up by whole
+pixels so it stays crisp beside 16 px cells and readable beside 256 px ones.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ..runtime.files import atomic_path
 
@@ -66,7 +70,46 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def save_grid(images: torch.Tensor, rows: int, cols: int, path: str | Path) -> Path:
+def sweep_captions(label_names: list[str], rows_per_label: int, values) -> tuple[list[str], list[str]]:
+    """Row captions (the label each row sweeps) and column captions (the value of each column)."""
+    rows = [name for name in label_names for _ in range(rows_per_label)]
+    return rows, [f"{float(v):+.2g}" for v in values]
+
+
+def _text(lines: list[str], scale: int, align_right: bool = False) -> Image.Image:
+    """The lines in PIL's bitmap font, black on white, one per row of ``line_px``, scaled by ``scale``."""
+    font = ImageFont.load_default_imagefont()
+    widths = [int(font.getbbox(line)[2]) if line else 0 for line in lines]
+    line_px = 12
+    image = Image.new("L", (max(widths, default=0) + 4, line_px * len(lines)), 255)
+    draw = ImageDraw.Draw(image)
+    for i, (line, width) in enumerate(zip(lines, widths, strict=True)):
+        x = image.width - 2 - width if align_right else 2
+        draw.text((x, i * line_px), line, fill=0, font=font)
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def _caption_strip(captions: list[str], cell: int, scale: int, *, vertical: bool) -> Image.Image:
+    """One caption per cell, centred on it: a column (row labels) or a row (column values)."""
+    pieces = [_text([c], scale, align_right=vertical) for c in captions]
+    if vertical:
+        width = max(p.width for p in pieces)
+        strip = Image.new("L", (width, cell * len(captions)), 255)
+        for i, piece in enumerate(pieces):
+            strip.paste(piece, (width - piece.width, i * cell + max(0, (cell - piece.height) // 2)))
+    else:
+        height = max(p.height for p in pieces)
+        strip = Image.new("L", (cell * len(captions), height), 255)
+        for i, piece in enumerate(pieces):
+            strip.paste(piece.crop((0, 0, min(piece.width, cell), piece.height)),
+                        (i * cell + max(0, (cell - piece.width) // 2), 0))
+    return strip
+
+
+def save_grid(images: torch.Tensor, rows: int, cols: int, path: str | Path, *,
+              row_captions: list[str] | None = None, col_captions: list[str] | None = None) -> Path:
+    """Write the ``rows x cols`` grid as a PNG (cells upscaled to at least ``CELL_MIN`` px), with the
+    captions in a left and a top margin when given."""
     pixels = to_uint8(images)
     n, r = pixels.shape[0], pixels.shape[1]
     assert n == rows * cols, (n, rows, cols)
@@ -75,7 +118,23 @@ def save_grid(images: torch.Tensor, rows: int, cols: int, path: str | Path) -> P
     image = Image.fromarray(grid)
     if scale > 1:
         image = image.resize((cols * r * scale, rows * r * scale), Image.Resampling.NEAREST)
+    if row_captions is not None or col_captions is not None:
+        image = _with_captions(image, r * scale, row_captions, col_captions)
     path = Path(path)
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
     return path
+
+
+def _with_captions(image: Image.Image, cell: int, row_captions, col_captions) -> Image.Image:
+    text_scale = max(1, cell // 128)  # 2x beside 256 px cells, 1x beside small ones
+    left = _caption_strip(row_captions, cell, text_scale, vertical=True) if row_captions else None
+    top = _caption_strip(col_captions, cell, text_scale, vertical=False) if col_captions else None
+    x0, y0 = (left.width if left else 0), (top.height if top else 0)
+    canvas = Image.new("RGB", (image.width + x0, image.height + y0), (255, 255, 255))
+    canvas.paste(image, (x0, y0))
+    if left is not None:
+        canvas.paste(left.convert("RGB"), (0, y0))
+    if top is not None:
+        canvas.paste(top.convert("RGB"), (x0, 0))
+    return canvas
