@@ -61,6 +61,11 @@ DryRunOpt = Annotated[
 ]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint in output_dir.")]
 SkipDoctorOpt = Annotated[bool, typer.Option("--skip-doctor", help="Do not run the doctor's preflight.")]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Also show the libraries' own output (progress bars, warnings) live; "
+                 "a run always keeps it in output_dir/train.log."),
+]
 NprocOpt = Annotated[
     int | None,
     typer.Option("--nproc", min=1, help="Launch N processes with torchrun (DDP); batch_size stays global."),
@@ -106,6 +111,21 @@ def _guard(fn):
     return wrapper
 
 
+def _load_recipe(recipe: str, overrides: list[str] | None, kind: str) -> None:
+    """Read and validate the recipe (pydantic and yaml only) and the header of its data CSV: a bad
+    or hostile file is answered in a fraction of a second, before the engine imports torch. The
+    engine reads them again (milliseconds)."""
+    from . import recipes
+    from .runtime.tables import check_csv_header
+
+    loaded = recipes.load(recipe, overrides or [], expect_kind=kind)
+    data = loaded.data
+    if kind == "gan":
+        check_csv_header(data.csv, [data.image_column, *data.label_columns], strip=True)
+    elif data.path.lower().endswith(".csv") and not data.path.startswith("package:"):
+        check_csv_header(data.path, [data.input_column, data.output_column, data.split_column], strip=False)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"ohlora {__version__}")
@@ -138,17 +158,22 @@ def train_gan(
     resume: ResumeOpt = False,
     skip_doctor: SkipDoctorOpt = False,
     nproc: NprocOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Fine-tune a StyleGAN conditioned on continuous property scores."""
-    from .gan.train import run
+    from .runtime.quiet import library_output
 
-    run(recipe or "gan-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor, nproc=nproc)
+    with library_output(verbose=verbose):
+        _load_recipe(recipe or "gan-demo", set_, "gan")  # a bad recipe fails before torch loads
+        from .gan.train import run
+
+        run(recipe or "gan-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor, nproc=nproc)
 
 
 @app.command(
     "train-llm",
     epilog=_examples(
-        "ohlora train-llm                                   # demo: a tiny local model, ~2 min on CPU",
+        "ohlora train-llm                                   # demo: a tiny local model, under a minute on CPU",
         "ohlora train-llm llm-polyglot-lora --set model.path=./polyglot-ko-1.3b",
         "ohlora train-llm my.yaml --set model.backend=unsloth --merge",
         "ohlora train-llm my.yaml --nproc 2                 # DDP under torchrun, never DataParallel",
@@ -163,14 +188,19 @@ def train_llm(
     skip_doctor: SkipDoctorOpt = False,
     nproc: NprocOpt = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also save the LoRA-merged full weights.")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """SFT + LoRA fine-tuning with trl; backend hf or unsloth (model.backend)."""
-    from .llm.train import run
+    from .runtime.quiet import library_output
 
-    run(
-        recipe or "llm-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
-        nproc=nproc, merge=merge,
-    )
+    with library_output(verbose=verbose):
+        _load_recipe(recipe or "llm-demo", set_, "llm")  # a bad recipe fails before the engine loads
+        from .llm.train import run
+
+        run(
+            recipe or "llm-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
+            nproc=nproc, merge=merge,
+        )
 
 
 @app.command(
@@ -196,14 +226,20 @@ def doctor(
         list[str] | None, typer.Option("--select", help="Run only this check id. Repeatable.", metavar="ID")
     ] = None,
     set_: SetOpt = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show the libraries' own output (warnings) live.")
+    ] = False,
 ) -> None:
     """Preflight: environment, recipes (settings, data, dry-run probes) and your own scripts."""
-    from .doctor import run_cli
+    from .runtime.quiet import library_output
 
-    code = run_cli(
-        targets or [], json_out=json_out, strict=strict, gpus=gpus, list_checks=list_checks,
-        select=select or [], overrides=set_ or [],
-    )
+    with library_output(verbose=verbose):
+        from .doctor import run_cli
+
+        code = run_cli(
+            targets or [], json_out=json_out, strict=strict, gpus=gpus, list_checks=list_checks,
+            select=select or [], overrides=set_ or [],
+        )
     if code:
         raise typer.Exit(code)
 

@@ -85,3 +85,30 @@ def test_nproc_inside_torchrun_is_refused(monkeypatch, command, recipe):
     assert result.exit_code == 2
     assert "--nproc: this process was already started by torchrun" in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("case", ["huge recipe", "gan csv", "llm csv"])
+def test_hostile_input_is_refused_before_the_engine_loads(tmp_path, case):
+    """In a fresh process, as a user runs it: exit 2 before torch is imported (seconds), which is
+    what keeps these answers under a second (README, Recipes)."""
+    if case == "huge recipe":
+        path = tmp_path / "huge.yaml"
+        path.write_text("kind: gan\n" + "# padding\n" * 500_000)  # 5 MB: refused, not parsed
+        args = ["train-gan", str(path)]
+    elif case == "gan csv":
+        (tmp_path / "dup.csv").write_text("img_path,brightness,position,brightness\na.png,1,2,3\n")
+        args = ["train-gan", "gan-demo", "--set", f"data.csv={tmp_path / 'dup.csv'}", "--set", "data.synthetic=null"]
+    else:
+        (tmp_path / "dup.csv").write_text("data_type,input_data,output_data,input_data\ntrain,a,b,c\n")
+        args = ["train-llm", "llm-demo", "--set", f"data.path={tmp_path / 'dup.csv'}"]
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom ohlora_cli.cli import app\n"
+            f"result = CliRunner().invoke(app, {args!r})\n"
+            "print(result.exit_code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("command", ["train-gan", "train-llm", "doctor"])
+def test_verbose_is_offered(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert "--verbose" in result.output

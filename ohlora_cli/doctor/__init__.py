@@ -5,15 +5,17 @@ Import-light: nothing here imports torch; the checks import what they need when 
 - ``run_cli(targets, ...) -> int`` is the command (exit code 0 ok, 1 a failure, or a warning with
   ``--strict``; bad usage raises our BadInputError / RecipeError, which ``cli`` renders as exit 2).
 - ``preflight(recipe, gpus=None) -> Report`` is what ``train-gan`` / ``train-llm`` run before they
-  load weights: the table goes to stderr, ``output_dir/doctor.json`` is written, and a FAIL raises
-  PreflightFailed.
+  load weights: the table goes to stderr and a FAIL raises PreflightFailed; the run writes the
+  report to ``output_dir/doctor.json`` once it has its output_dir.
+
+Read-only: neither writes, creates or deletes a file. The probes work on what exists (data a
+demo builder has not built yet is reported as pending, not built).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import sys
 from pathlib import Path
 
 from ..errors import BadInputError, OhloraError, PreflightFailed
@@ -87,13 +89,21 @@ def run(*, recipes: list | None = None, scripts: list[Path] | None = None, gpus:
     return report
 
 
+def _print_json(obj) -> None:
+    """One JSON object on stdout (the terminal's: library output is kept off it, see runtime.quiet)."""
+    from ..console import out
+
+    out.file.write(json.dumps(obj) + "\n")
+    out.file.flush()
+
+
 def _list_checks(json_out: bool) -> int:
     rows = {}
     for check in all_checks():
         entry = rows.setdefault(check.id, {"id": check.id, "title": check.title, "scopes": []})
         entry["scopes"] += [s for s in check.scopes if s not in entry["scopes"]]
     if json_out:
-        sys.stdout.write(json.dumps({"checks": list(rows.values())}) + "\n")
+        _print_json({"checks": list(rows.values())})
         return 0
     from rich.table import Table
 
@@ -120,11 +130,29 @@ def _split_targets(targets: list[str], overrides: list[str]) -> tuple[list, list
         else:
             from .. import recipes as recipe_io  # pydantic + yaml: only when a recipe is given
 
-            recipes.append(recipe_io.load(target, overrides))
+            recipe = recipe_io.load(target, overrides)
+            check_writes(recipe)
+            recipes.append(recipe)
     if overrides and not recipes:
         raise BadInputError("--set overrides recipe keys, but no recipe was given",
                             hint="Pass a recipe (a .yaml file or a packaged recipe name) with --set.")
     return recipes, scripts
+
+
+def check_writes(recipe) -> None:
+    """What a run of ``recipe`` would write, checked as its dry run checks it (reads only): its
+    output_dir must be a new folder or an ohlora run's, and a demo builder (data.synthetic,
+    model.tiny) must be free to build where it would. A RecipeError (exit 2) names the key, the
+    folder and what is in it: a mistyped data.csv or model.path in a copied demo recipe is bad
+    input, not a finding."""
+    from ..runtime.builds import check_output_dir
+
+    check_output_dir(recipe.output_dir)
+    if recipe.kind == "gan":
+        from ..gan.synthetic import pending_build
+    else:
+        from ..llm.tiny import pending_build
+    pending_build(recipe.data if recipe.kind == "gan" else recipe)
 
 
 def run_cli(targets: list[str], *, json_out: bool = False, strict: bool = False, gpus: int | None = None,
@@ -142,7 +170,7 @@ def run_cli(targets: list[str], *, json_out: bool = False, strict: bool = False,
     recipes, scripts = _split_targets(targets, overrides or [])
     report = run(recipes=recipes, scripts=scripts, gpus=gpus, select=select)
     if json_out:
-        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+        _print_json(report.to_dict())
     else:
         from ..console import out
 
@@ -151,14 +179,13 @@ def run_cli(targets: list[str], *, json_out: bool = False, strict: bool = False,
 
 
 def preflight(recipe_model, *, gpus: int | None = None) -> Report:
-    """Environment + recipe checks before a launch: table on stderr, ``output_dir/doctor.json``,
-    PreflightFailed on a FAIL (``bad_input`` when any failing finding is bad input)."""
+    """Environment + recipe checks before a launch: table on stderr, PreflightFailed on a FAIL
+    (``bad_input`` when any failing finding is bad input). Writes nothing: the run saves the
+    returned report as ``output_dir/doctor.json`` when it goes ahead."""
     from ..console import err
-    from ..runtime.files import write_json
 
     report = run(recipes=[recipe_model], gpus=gpus)
     render(report, err)
-    write_json(Path(recipe_model.output_dir) / "doctor.json", report.to_dict())
     failures = report.failures()
     if failures:
         first = failures[0]

@@ -17,7 +17,9 @@ class GanData(Section):
     standardize_labels: bool = Field(
         False, description="z-score each label column (mean 0, std 1); the statistics are saved in the checkpoint"
     )
-    synthetic: Literal["blobs"] | None = Field(None, description="build this synthetic dataset at data.csv if it is missing")
+    synthetic: Literal["blobs"] | None = Field(
+        None, description="build this synthetic dataset at data.csv if it is missing, into data.csv's folder: only "
+        "when that folder does not exist yet or holds an earlier build of it (demo and tests)")
     synthetic_count: int = Field(2000, ge=16, description="images in the synthetic dataset")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes when images are read from disk")
     cache_mb: int = Field(
@@ -172,7 +174,8 @@ class GanTrain(Section):
 
 class GanRecipe(RecipeBase):
     kind: Literal["gan"]
-    output_dir: str = Field(description="folder of the run: recipe.yaml, stats.jsonl, grids/, checkpoints/, doctor.json")
+    output_dir: str = Field(description="folder of the run: recipe.yaml, stats.jsonl, grids/, checkpoints/, doctor.json, "
+                            "train.log; a new folder, an empty one or an earlier ohlora run's")
     seed: int = Field(0, description="seed of every random stream (data order, z, noise)")
     data: GanData
     model: GanModel

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from ..runtime.tables import check_columns_once
 
 MAX_LISTED = 5
 
@@ -74,12 +75,7 @@ def read_table(data_cfg, *, csv_path: str | Path | None = None) -> LabelTable:
         raise DataError(f"{path}: the CSV is empty; it needs a header row and one row per image")
     header = [h.strip() for h in header]
     wanted = [data_cfg.image_column, *data_cfg.label_columns]
-    twice = [c for c in dict.fromkeys(wanted) if header.count(c) > 1]
-    if twice:
-        places = "; ".join(f"'{c}' is columns {', '.join(str(i + 1) for i, h in enumerate(header) if h == c)}"
-                           for c in twice)
-        raise DataError(f"{path}:1: the header names a column twice ({places}): which one the recipe means is "
-                        "ambiguous", hint="Rename or remove the duplicate column in the CSV header.")
+    check_columns_once(path, header, wanted)
     absent = [c for c in wanted if c not in header]
     if absent:
         keys = ["data.image_column" if c == data_cfg.image_column else "data.label_columns" for c in absent]

@@ -11,13 +11,12 @@ by a linear model (what the learning test and ``label_probe`` rely on).
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ..runtime import builds
 
 BLOB_LABELS = ["brightness", "position"]
 
@@ -36,44 +35,61 @@ def blob_images(labels: np.ndarray, resolution: int, rng: np.random.Generator) -
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
 
-def build_blobs(csv_path: str | Path, *, count: int, resolution: int, seed: int = 0) -> Path:
-    """Write ``count`` PNGs and the labels CSV (columns img_path, brightness, position).
+SYNTHETIC = "data.synthetic"
 
-    Built in a temporary folder and moved into place, so a crash never leaves half a dataset.
-    """
+
+def _dataset_what(csv_path: Path, count: int) -> str:
+    return f"the synthetic 'blobs' dataset ({count} images, {csv_path.name})"
+
+
+def _rule(csv_path: Path, count: int, key: str) -> dict:
+    return {"made_by": SYNTHETIC, "key": key, "what": _dataset_what(csv_path, count), "same": {"csv": csv_path.name},
+            "why": f"{csv_path} does not exist, so ",
+            "demo_hint": " (data.synthetic builds the demo's data: delete it when you train on your own images)"}
+
+
+def build_blobs(csv_path: str | Path, *, count: int, resolution: int, seed: int = 0, key: str = "data.csv") -> bool:
+    """Write ``count`` PNGs under ``images/`` and the labels CSV (columns img_path, brightness,
+    position) into the CSV's folder, which must not exist yet (or hold an earlier build of the same
+    CSV, see ``runtime.builds``). Built in a temporary folder and renamed into place, so a crash
+    never leaves half a dataset. False when a concurrent process built it first."""
     csv_path = Path(csv_path)
     rng = np.random.default_rng(seed)
     brightness = np.clip(0.25 + 0.08 * rng.standard_normal(count), 0.05, 0.45)
     position = np.clip(0.5 + 0.13 * rng.standard_normal(count), 0.2, 0.8)
     labels = np.stack([brightness, position], axis=1).astype(np.float32)
-    images = blob_images(labels, resolution, rng)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".blobs-", dir=csv_path.parent))
-    try:
-        (tmp / "images").mkdir()
-        with open(tmp / csv_path.name, "w", newline="", encoding="utf-8") as fh:
+
+    def write(folder: Path) -> None:
+        images = blob_images(labels, resolution, rng)
+        (folder / "images").mkdir()
+        with open(folder / csv_path.name, "x", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["img_path", *BLOB_LABELS])
             for i, (image, (b, p)) in enumerate(zip(images, labels, strict=True)):
                 name = f"images/{i:05d}.png"
-                Image.fromarray(image).save(tmp / name)
+                Image.fromarray(image).save(folder / name)
                 writer.writerow([name, f"{b:.4f}", f"{p:.4f}"])
-        images_dir = csv_path.parent / "images"
-        if images_dir.exists():
-            shutil.rmtree(images_dir)
-        os.replace(tmp / "images", images_dir)
-        os.replace(tmp / csv_path.name, csv_path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return csv_path
+
+    return builds.build_folder(csv_path.parent, write, **_rule(csv_path, count, key))
+
+
+def pending_build(data_cfg) -> bool:
+    """Whether ``data.synthetic`` will build its dataset (``data.csv`` is missing). Reads only; a
+    RecipeError (exit 2) when the CSV's folder is not one the builder may build into (it exists
+    and ohlora did not make it: a mistyped ``data.csv`` next to real data, say)."""
+    csv_path = Path(data_cfg.csv).expanduser()
+    if not data_cfg.synthetic or csv_path.is_file():
+        return False
+    builds.check_build_folder(csv_path.parent, **_rule(csv_path, data_cfg.synthetic_count, "data.csv"))
+    return True
 
 
 def ensure_synthetic(data_cfg, resolution: int, seed: int = 0) -> bool:
-    """Build ``data.synthetic`` at ``data.csv`` when the CSV is missing; True when it built."""
-    if not data_cfg.synthetic or Path(data_cfg.csv).is_file():
+    """Build ``data.synthetic`` at ``data.csv`` when it is pending; True when this call built it."""
+    if not pending_build(data_cfg):
         return False
-    build_blobs(data_cfg.csv, count=data_cfg.synthetic_count, resolution=resolution, seed=seed)
-    return True
+    return build_blobs(Path(data_cfg.csv).expanduser(), count=data_cfg.synthetic_count, resolution=resolution,
+                       seed=seed)
 
 
 def fit_pixel_ridge(images: np.ndarray, labels: np.ndarray, alpha: float = 10.0):

@@ -42,9 +42,9 @@ import torch
 from .. import recipes
 from ..console import err, info, out, say, warn
 from ..errors import CheckpointError, Interrupted, RecipeError, RunFailed
-from ..runtime import dist
+from ..runtime import builds, dist, quiet
 from ..runtime.devices import autocast_dtype, choose_precision, resolve_device
-from ..runtime.files import append_jsonl, write_text
+from ..runtime.files import append_jsonl, write_json, write_text
 from ..runtime.seeding import capture_rng, restore_rng, seed_everything
 from ..runtime.signals import StopRequest
 from . import checkpoint as ckpt
@@ -55,7 +55,7 @@ from .label_control import print_table as print_label_control
 from .label_control import summary as label_control_summary
 from .loss import StyleGANLoss
 from .networks import Discriminator, Generator
-from .synthetic import ensure_synthetic, label_probe
+from .synthetic import ensure_synthetic, label_probe, pending_build
 
 # ------------------------------------------------------------------------------- the context
 
@@ -72,7 +72,7 @@ class RunContext:
     batch_per_device: int  # images per device per forward pass
     accumulation: int  # passes per optimizer step
     resume: bool
-    table: LabelTable
+    table: LabelTable | None  # None only in a dry run whose synthetic data is not built yet
     recipe_text: str
     resume_from: Path | None = None
     extras: dict = field(default_factory=dict)
@@ -163,15 +163,14 @@ def _launch_distributed(recipe: str, overrides: list[str], *, dry_run: bool, res
     if ctx is None:
         return
     args = ["train-gan", recipe, *[a for o in overrides for a in ("--set", o)], "--skip-doctor"]
-    if resume:
-        args.append("--resume")
+    args += (["--resume"] if resume else []) + (["--verbose"] if quiet.verbose() else [])
     info(f"launching {nproc} processes with torchrun (train.batch_size {ctx.recipe.train.batch_size} stays global)")
     dist.relaunch(nproc, args)
 
 
 def prepare(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_doctor: bool,
             gpus: int | None = None, planned_world: int | None = None) -> RunContext | None:
-    """Steps 2 of the module docstring. Returns None after a dry run."""
+    """Steps 2 of the module docstring. Returns None after a dry run, which writes nothing."""
     recipe = recipes.load(recipe_arg, overrides, expect_kind="gan")
     env = dist.dist_env()
     planned = planned_world or env.world_size
@@ -180,22 +179,10 @@ def prepare(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: boo
     precision = choose_precision(recipe.train.precision, device)
     batch_per_device, accumulation = dist.split_batch(recipe.train.batch_size, planned,
                                                       max_per_device=recipe.train.max_device_batch)
-    if planned_world is None:
-        dist.init_process_group(env, device.type)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-    if env.is_main and ensure_synthetic(recipe.data, recipe.model.resolution, seed=recipe.seed):
-        info(f"built the synthetic '{recipe.data.synthetic}' dataset at {recipe.data.csv}")
-    _barrier(env)
-
-    if env.is_main and not skip_doctor:
-        _preflight(recipe, gpus=gpus)
-    table = read_table(recipe.data)
-    scan = scan_images(table, recipe.model.resolution)
-    if scan["resized"] and env.is_main and not dist.relaunched():  # said once, not again by rank 0
-        sizes = ", ".join(f"{w}x{h}" for (w, h) in scan["sizes"] if (w, h) != (recipe.model.resolution,) * 2)
-        warn(f"{scan['resized']} of {len(table)} images ({sizes}) will be converted to RGB and resized to "
-             f"{recipe.model.resolution}x{recipe.model.resolution} (model.resolution)")
+    # What the run will write, checked before anything is: output_dir is a new folder or an ohlora
+    # run's, and the synthetic data is built only into a folder it may build into.
+    builds.check_output_dir(out_dir)
+    build_data = pending_build(recipe.data)
 
     from .scorer import check_recipe, state_path  # scorer.py imports this module
 
@@ -217,8 +204,31 @@ def prepare(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: boo
             hint=f"Pass --resume to continue it, or start elsewhere: --set output_dir={out_dir}-2",
         )
     if recipe.model.checkpoint and not resume:
-        _check_start_checkpoint(recipe, len(table.label_names))
+        _check_start_checkpoint(recipe, len(recipe.data.label_columns))
     check_recipe(recipe)  # model.scorer's header and the scorer keys, before any weights load
+
+    if planned_world is None:
+        dist.init_process_group(env, device.type)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    if build_data and dry_run:
+        if env.is_main:
+            info(f"would build the synthetic '{recipe.data.synthetic}' dataset ({recipe.data.synthetic_count} "
+                 f"images) at {recipe.data.csv} (a dry run builds nothing)")
+    elif build_data and env.is_main and ensure_synthetic(recipe.data, recipe.model.resolution, seed=recipe.seed):
+        info(f"built the synthetic '{recipe.data.synthetic}' dataset ({recipe.data.synthetic_count} images) "
+             f"at {recipe.data.csv}")
+    _barrier(env)
+
+    report = _preflight(recipe, gpus=gpus) if env.is_main and not skip_doctor else None
+    table = scan = None
+    if not (dry_run and build_data):
+        table = read_table(recipe.data)
+        scan = scan_images(table, recipe.model.resolution)
+        if scan["resized"] and env.is_main and not dist.relaunched():  # said once, not again by rank 0
+            sizes = ", ".join(f"{w}x{h}" for (w, h) in scan["sizes"] if (w, h) != (recipe.model.resolution,) * 2)
+            warn(f"{scan['resized']} of {len(table)} images ({sizes}) will be converted to RGB and resized to "
+                 f"{recipe.model.resolution}x{recipe.model.resolution} (model.resolution)")
 
     ctx = RunContext(recipe=recipe, out=out_dir, env=env, device=device, precision=precision,
                      batch_per_device=batch_per_device, accumulation=accumulation, resume=resume,
@@ -228,8 +238,11 @@ def prepare(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: boo
             _print_plan(ctx, planned, scan)
         return None
     if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        builds.claim_output_dir(out_dir)
         write_text(out_dir / "recipe.yaml", ctx.recipe_text)
+        if report is not None:
+            write_json(out_dir / "doctor.json", report.to_dict())
+    quiet.log_to(out_dir / "train.log")
     return ctx
 
 
@@ -238,13 +251,14 @@ def _barrier(env: dist.DistEnv) -> None:
         torch.distributed.barrier()
 
 
-def _preflight(recipe: GanRecipe, *, gpus: int | None) -> None:
+def _preflight(recipe: GanRecipe, *, gpus: int | None):
+    """The doctor's preflight (raises PreflightFailed on a failure); its report, or None."""
     try:
         from ..doctor import preflight
     except ImportError:  # the doctor package is built beside this one (issue 3)
         warn("the doctor's preflight is not available in this install; skipped")
-        return
-    preflight(recipe, gpus=gpus)
+        return None
+    return preflight(recipe, gpus=gpus)
 
 
 def _check_start_checkpoint(recipe: GanRecipe, label_size: int) -> None:
@@ -269,8 +283,13 @@ def _print_plan(ctx: RunContext, world: int, scan: dict) -> None:
     plan.add_column("what", style="bold")
     plan.add_column("value")
     plan.add_row("method", t.method)
-    plan.add_row("data", f"{len(ctx.table)} rows, labels {', '.join(ctx.table.label_names)}"
-                 f"{' (standardised)' if r.data.standardize_labels else ''}; {scan['resized']} images to resize")
+    standardised = " (standardised)" if r.data.standardize_labels else ""
+    if ctx.table is None:  # a dry run of a recipe whose synthetic data is not built yet
+        plan.add_row("data", f"synthetic '{r.data.synthetic}', {r.data.synthetic_count} images, labels "
+                     f"{', '.join(r.data.label_columns)}{standardised}: to be built at {r.data.csv}")
+    else:
+        plan.add_row("data", f"{len(ctx.table)} rows, labels {', '.join(ctx.table.label_names)}{standardised}; "
+                     f"{scan['resized']} images to resize")
     plan.add_row("model", f"{r.model.resolution} px, z {r.model.z_dim}, w {r.model.w_dim}, "
                  f"start: {r.model.checkpoint or 'random init'}")
     plan.add_row("devices", f"{ctx.device.type} x {world} ({dist.launcher()}), precision {ctx.precision}")
@@ -735,6 +754,7 @@ class TrainProgress:
             TextColumn("{task.completed:.2f}/{task.total:.2f} kimg"), TextColumn("{task.fields[speed]:>9}"),
             TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[control]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False, auto_refresh=False,
+            redirect_stdout=False, redirect_stderr=False,  # library output stays in train.log (runtime.quiet)
         )
         self.task = self.progress.add_task("train", total=ctx.total_nimg / 1000, completed=cur_nimg / 1000,
                                            speed="", losses="", control="")

@@ -50,6 +50,7 @@ class RichProgressCallback(TrainerCallback):
             TextColumn("[bold]train-llm[/bold]"), BarColumn(), MofNCompleteColumn(),
             TextColumn("epoch {task.fields[epoch]:.2f}  loss {task.fields[loss]}"), TimeRemainingColumn(),
             console=err, transient=False, auto_refresh=False,
+            redirect_stdout=False, redirect_stderr=False,  # library output stays in train.log (runtime.quiet)
         )
         self.task = self.progress.add_task("steps", total=state.max_steps, completed=state.global_step,
                                            epoch=state.epoch or 0.0, loss="-")

@@ -26,7 +26,8 @@ class LlmModel(Section):
     tiny: Literal["gpt-neox", "llama"] | None = Field(
         None,
         description="build a tiny randomly initialised model of this architecture, with a byte-level BPE "
-        "tokenizer trained on data.path, at model.path when that folder is missing (demo and tests; no download)",
+        "tokenizer trained on data.path, at model.path when no model is there: only inside output_dir, or into "
+        "a folder an earlier tiny build made (demo and tests; no download)",
     )
     load_in_4bit: bool = Field(
         False, description="QLoRA: load the base weights in 4-bit through bitsandbytes (CUDA GPU only)"
@@ -109,6 +110,10 @@ class LlmTrain(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on GPUs with native bf16, fp16 (with a loss scaler) on older GPUs, fp32 on CPU"
     )
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch threads when training on the CPU; default: torch's own (one per core). "
+        "A tiny model gains nothing from more than 1, and a CPU shared with another job slows down several times "
+        "with more (the demo uses 1)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
     logging_steps: int = Field(10, ge=1, description="optimizer steps between lines of stats.jsonl")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept in output_dir/checkpoints")
@@ -121,12 +126,14 @@ class LlmGenerate(Section):
     )
     max_prompts: int | None = Field(None, ge=1, description="answer at most this many validation prompts")
     max_new_tokens: int = Field(64, ge=1, description="longest sample answer in tokens")
-    show: int = Field(3, ge=0, description="answers printed before and after training")
+    show: int = Field(3, ge=0, description="answers printed before and after training, to this many training "
+                      "prompts and this many validation prompts")
 
 
 class LlmRecipe(RecipeBase):
     kind: Literal["llm"]
-    output_dir: str = Field(description="folder of the run: recipe.yaml, run.json, stats.jsonl, checkpoints/, adapter/")
+    output_dir: str = Field(description="folder of the run: recipe.yaml, run.json, stats.jsonl, checkpoints/, adapter/, "
+                            "train.log; a new folder, an empty one or an earlier ohlora run's")
     seed: int = Field(0, description="seed of the data split, LoRA initialisation and training")
     model: LlmModel
     data: LlmData

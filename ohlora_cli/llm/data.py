@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import DataError
+from ..runtime.tables import check_columns_once
 from .config import LlmData
 
 PACKAGE_PREFIX = "package:"
@@ -103,21 +104,11 @@ def _read_records(path: Path) -> tuple[list[str], list[dict]]:
     return header, records
 
 
-def _check_header(path: Path, header: list[str], used: list[str]) -> None:
-    """A column the recipe reads must appear once: with two of them, which one is read is undefined."""
-    twice = [c for c in dict.fromkeys(used) if header.count(c) > 1]
-    if twice:
-        places = "; ".join(f"'{c}' is columns {', '.join(str(i + 1) for i, h in enumerate(header) if h == c)}"
-                           for c in twice)
-        raise DataError(f"{path}:1: the header names a column twice ({places}): which one the recipe means is "
-                        "ambiguous", hint="Rename or remove the duplicate column in the CSV header.")
-
-
 def read_rows(cfg: LlmData) -> list[Row]:
     """Read and check every row. Raises one DataError naming every bad row."""
     path = resolve_path(cfg.path)
     columns, records = _read_records(path)
-    _check_header(path, columns, [c for c in (cfg.input_column, cfg.output_column, cfg.split_column) if c])
+    check_columns_once(path, columns, [cfg.input_column, cfg.output_column, cfg.split_column])
     if not records:
         raise DataError(f"{path}: no data rows", hint="Add rows with an input and an output column.")
     missing = [c for c in (cfg.input_column, cfg.output_column) if c not in columns]

@@ -7,10 +7,10 @@ LoRA then has to teach it everything, which makes "it learned" easy to see and t
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
+from ..errors import RecipeError
+from ..runtime import builds
 from .config import LlmData
 from .data import Row, example
 
@@ -70,24 +70,52 @@ def build_model(arch: str, tokenizer, max_length: int, seed: int):
     return AutoModelForCausalLM.from_config(tiny_config(arch, tokenizer, max_length))
 
 
+TINY = "model.tiny"
+
+
+def _rule(folder: Path, arch: str) -> dict:
+    return {"made_by": TINY, "key": "model.path", "what": f"a tiny random {arch} model", "same": {"arch": arch},
+            "why": f"{folder} holds no model (no config.json), so ",
+            "demo_hint": " (model.tiny builds the demo's random model: delete it when you fine-tune your own model)"}
+
+
+def pending_build(cfg) -> bool:
+    """Whether ``model.tiny`` will build a model at ``model.path``. Reads only.
+
+    The rule: a folder that holds a model (config.json) is used as it is, never rebuilt. Otherwise
+    the tiny model is built only inside ``output_dir`` (the demo keeps it in its run folder), or
+    again into a folder an earlier tiny build marked. Any other model.path is taken as the user's
+    own model that is not there: a RecipeError (exit 2), never a random model trained in its place.
+    """
+    if not cfg.model.tiny:
+        return False
+    folder = Path(cfg.model.path).expanduser()
+    if (folder / "config.json").is_file():
+        return False
+    if not folder.exists() and not builds.inside(folder, cfg.output_dir):
+        raise RecipeError(
+            f"model.path: {folder}: no such folder. model.tiny builds its tiny random model only inside "
+            f"output_dir ({cfg.output_dir}), so this model.path is taken as your model, and it is not there",
+            hint="If model.path is mistyped, fix it (and delete model.tiny, which builds the demo's random model). "
+                 f"To build the tiny model, put it inside output_dir: --set model.path={Path(cfg.output_dir) / 'tiny-model'}")
+    builds.check_build_folder(folder, **_rule(folder, cfg.model.tiny))
+    return True
+
+
 def ensure_tiny_model(path: str | Path, arch: str, rows: list[Row], cfg: LlmData, seed: int) -> bool:
-    """Build the tiny model and tokenizer at ``path`` unless a model is already there. True if built."""
-    path = Path(path)
+    """Build the tiny model and tokenizer at ``path`` unless a model is already there. True if this
+    call built it. The folder must not exist yet, or hold an earlier tiny build (``runtime.builds``):
+    it is built in a temporary folder beside it and renamed into place; under torchrun every rank
+    may get here at once, they build the same model (same seed) and the first rename wins."""
+    path = Path(path).expanduser()
     if (path / "config.json").is_file():
         return False
     tokenizer = build_tokenizer(rows, cfg)
     model = build_model(arch, tokenizer, cfg.max_length, seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    # Each process writes its own folder and renames it into place: under torchrun every rank
-    # may get here at once; they build the same model (same seed), the first rename wins.
-    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(path)
-    except OSError:
-        if not (path / "config.json").is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        return False
-    return True
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return builds.build_folder(path, write, **_rule(path, arch))

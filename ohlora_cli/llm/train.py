@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import recipes
 from ..console import info, out, warn
 from ..errors import CheckpointError, Interrupted, RecipeError, RunFailed
-from ..runtime import dist
+from ..runtime import builds, dist, quiet
 from ..runtime.files import write_json, write_text
 from ..runtime.signals import StopRequest
 from . import data as llm_data
@@ -69,6 +69,7 @@ def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_
     cfg: LlmRecipe = recipes.load(recipe, overrides, expect_kind="llm")
     env = dist.dist_env()
     relaunching = dist.wants_relaunch(nproc)
+    builds.check_output_dir(cfg.output_dir)  # a new folder or an ohlora run's: nothing else is written over
     earlier = latest_checkpoint(Path(cfg.output_dir) / "checkpoints")
     if earlier is not None and not resume:  # never overwrite a run: nothing is lost (as train-gan)
         raise RecipeError(
@@ -83,13 +84,21 @@ def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_
         if dry_run:
             out.print(recipes.dump(cfg), end="", highlight=False, markup=False)
         print_plan(plan)
-    if not skip_doctor and env.is_main:
-        preflight(cfg, gpus=nproc if relaunching else None)
+        if dry_run and plan.build_tiny:
+            info(f"would build a tiny {cfg.model.tiny} model and tokenizer at {cfg.model.path} "
+                 "(a dry run builds nothing)")
+    report = preflight(cfg, gpus=nproc if relaunching else None) if not skip_doctor and env.is_main else None
     if dry_run:
         return
+    if env.is_main:
+        out_dir = builds.claim_output_dir(cfg.output_dir)
+        quiet.log_to(out_dir / "train.log")
+        if report is not None:
+            write_json(out_dir / "doctor.json", report.to_dict())
     if relaunching:
         args = ["train-llm", str(cfg.source)] + [x for o in overrides for x in ("--set", o)]
         args += ["--skip-doctor"] + (["--resume"] if resume else []) + (["--merge"] if merge else [])
+        args += ["--verbose"] if quiet.verbose() else []
         dist.relaunch(nproc, args)
         return
     if cfg.model.backend == "unsloth":
@@ -128,8 +137,10 @@ def check_data(cfg: LlmRecipe):
     if not train_rows:
         raise RecipeError(f"{cfg.data.path}: no training rows ({cfg.data.split_column} is 'valid' everywhere)",
                           hint="Mark some rows 'train', or drop the split column to hold out data.valid_fraction.")
-    build = bool(cfg.model.tiny) and not (Path(cfg.model.path) / "config.json").is_file()
     from .backends import load_tokenizer, resolve_model
+    from .tiny import pending_build
+
+    build = pending_build(cfg)  # a RecipeError when model.tiny may not build where model.path points
 
     source = resolve_model(cfg, will_build=build)
     if build:
@@ -158,7 +169,9 @@ def make_plan(cfg: LlmRecipe, n_train: int, n_valid: int, *, world_size: int, lo
     batches_per_rank = math.ceil(math.ceil(n_train / world_size) / per_device)
     steps_per_epoch = max(batches_per_rank // accum + int(batches_per_rank % accum > 0), 1)
     total = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
-    build = bool(cfg.model.tiny) and not (Path(cfg.model.path) / "config.json").is_file()
+    from .tiny import pending_build
+
+    build = pending_build(cfg)
     return Plan(
         backend=cfg.model.backend, model=cfg.model.path, build_tiny=build, device=str(device), precision=precision,
         launcher="torchrun" if world_size > 1 else dist.launcher(), world_size=world_size,
@@ -178,31 +191,35 @@ def print_plan(plan: Plan) -> None:
         warn(plan.note)
 
 
-def preflight(cfg: LlmRecipe, *, gpus: int | None) -> None:
-    """The doctor's preflight (raises PreflightFailed on a failure)."""
+def preflight(cfg: LlmRecipe, *, gpus: int | None):
+    """The doctor's preflight (raises PreflightFailed on a failure); its report, or None."""
     import importlib.util
 
     if importlib.util.find_spec("ohlora_cli.doctor") is None:
         warn("the doctor is not installed in this build: preflight skipped")
-        return
+        return None
     from .. import doctor
 
     if not hasattr(doctor, "preflight"):
         warn("ohlora_cli.doctor has no preflight yet: preflight skipped")
-        return
-    doctor.preflight(cfg, gpus=gpus)
+        return None
+    return doctor.preflight(cfg, gpus=gpus)
 
 
 def run_unsloth_worker(cfg: LlmRecipe, *, resume: bool, merge: bool) -> None:
     """unsloth patches transformers/trl/peft when imported, so it trains in a process that imports it first."""
-    out_dir = Path(cfg.output_dir)
+    out_dir = builds.claim_output_dir(cfg.output_dir)
     resolved = out_dir / "recipe.yaml"
     write_text(resolved, recipes.dump(cfg))
     cmd = [sys.executable, "-m", "ohlora_cli.llm.unsloth_worker", str(resolved)]
-    cmd += (["--resume"] if resume else []) + (["--merge"] if merge else [])
+    cmd += (["--resume"] if resume else []) + (["--merge"] if merge else []) + (["--verbose"] if quiet.verbose() else [])
+    # unsloth writes the sources it generates to ./unsloth_compiled_cache unless told otherwise:
+    # keep them in the run folder, not in the user's current directory.
+    env = {**os.environ, "UNSLOTH_COMPILE_LOCATION": str((out_dir / "unsloth_compiled_cache").resolve())}
     info("[dim]unsloth backend: training in a fresh process that imports unsloth first[/dim]")
+    sys.stderr.flush()  # the worker appends to the same train.log
     with StopRequest():  # Ctrl-C reaches the worker too; it saves, exits 130, and we report that
-        code = subprocess.call(cmd)
+        code = subprocess.call(cmd, env=env)
     if code == 130:
         raise Interrupted(f"training stopped; the checkpoint is in {out_dir / 'checkpoints'}",
                           hint="Continue with --resume.")
@@ -214,6 +231,21 @@ def run_unsloth_worker(cfg: LlmRecipe, *, resume: bool, merge: bool) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # train: the training recipe
+
+
+def remove_stale(out_dir: Path) -> None:
+    """A fresh start in an ohlora run folder with no complete checkpoint (a run that stopped before
+    its first save): its partial Trainer checkpoints, stats and sample answers go, so they cannot mix
+    with the new run's. Only those files are removed, by the names the run gives them."""
+    partial = [p for p in (out_dir / "checkpoints").glob("checkpoint-*")
+               if p.is_dir() and p.name.split("-")[-1].isdigit() and not (p / "trainer_state.json").is_file()]
+    if partial:
+        warn(f"starting fresh: removing {len(partial)} incomplete checkpoint(s) in {out_dir / 'checkpoints'}")
+    for folder in partial:
+        shutil.rmtree(folder)
+    (out_dir / "stats.jsonl").unlink(missing_ok=True)
+    for sample in (out_dir / "samples").glob("epoch-*.jsonl"):
+        sample.unlink()
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -244,14 +276,11 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
         raise CheckpointError(f"--resume: no complete checkpoint in {ckpt_dir}",
                               hint="Run without --resume to start fresh.")
     if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        builds.claim_output_dir(out_dir)
         write_text(out_dir / "recipe.yaml", recipes.dump(cfg))
         if not resume:
-            if ckpt_dir.exists():
-                warn(f"starting fresh: removing incomplete checkpoints in {ckpt_dir}")
-                shutil.rmtree(ckpt_dir)
-            stats_path.unlink(missing_ok=True)
-            shutil.rmtree(samples_dir, ignore_errors=True)
+            remove_stale(out_dir)
+    quiet.log_to(out_dir / "train.log")
     seed_everything(cfg.seed)
     if plan.build_tiny:
         from .tiny import ensure_tiny_model
@@ -260,6 +289,8 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
             info(f"built a tiny {cfg.model.tiny} model and tokenizer in {cfg.model.path}")
     source = backends.resolve_model(cfg)
     device = torch.device(plan.device)
+    if device.type == "cpu" and cfg.train.cpu_threads:
+        torch.set_num_threads(cfg.train.cpu_threads)
     if cfg.model.backend == "hf":  # unsloth brings its own loss head
         from .compat import use_torch_loss_head_on_cpu
 
@@ -307,13 +338,23 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
     if batch["global_batch"] != cfg.train.batch_size:  # the DataParallel trap, or a bug of ours
         raise RunFailed(f"the Trainer would use a global batch of {batch['global_batch']}, not train.batch_size "
                         f"{cfg.train.batch_size} ({batch})")
-    shown = list(zip(prompt_rows, prompts, strict=True))[: cfg.generate.show]
-    before = []
+    # Shown before and after training: training prompts (what the run can learn) beside validation
+    # prompts (what it has to generalise to).
+    shown = {"training prompts": [(r, llm_data.generation_prompt(r.input, cfg.data, tokenizer))
+                                  for r in train_rows[: cfg.generate.show]]}
+    if valid_rows:
+        shown["validation prompts (never trained on)"] = list(zip(prompt_rows, prompts, strict=True))[: cfg.generate.show]
+    shown = {title: pairs for title, pairs in shown.items() if pairs}
+
+    def answer_all() -> dict[str, list[dict]]:
+        return {title: generate_answers(trainer.model, tokenizer, [p for _, p in pairs], end_marker=end_marker,
+                                        max_new_tokens=max_new) for title, pairs in shown.items()}
+
+    before = {}
     if env.is_main:
         write_json(out_dir / "run.json", {**asdict(plan), **batch, "resumed_from": str(last) if last else None})
         if shown and not resume:
-            before = generate_answers(trainer.model, tokenizer, [p for _, p in shown], end_marker=end_marker,
-                                      max_new_tokens=max_new)
+            before = answer_all()
 
     # --- train -------------------------------------------------------------------------------
     with StopRequest() as stop:
@@ -333,9 +374,7 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
         if merge:
             merge_adapter(cfg, source, adapter_dir, out_dir / "merged", plan.precision)
         if shown:
-            after = generate_answers(trainer.model, tokenizer, [p for _, p in shown], end_marker=end_marker,
-                                     max_new_tokens=max_new)
-            print_answers(shown, before, after)
+            print_answers(shown, before, answer_all(), tiny=bool(cfg.model.tiny), train_rows=len(train_rows))
 
     # --- cleanup -----------------------------------------------------------------------------
     dist.destroy_process_group()
@@ -359,16 +398,29 @@ def merge_adapter(cfg: LlmRecipe, source: str, adapter_dir: Path, target: Path, 
     info(f"merged weights saved in {target}")
 
 
-def print_answers(shown, before: list[dict], after: list[dict]) -> None:
+def print_answers(shown: dict, before: dict, after: dict, *, tiny: bool, train_rows: int) -> None:
+    """One table per group of prompts (training, validation), then how many answers are exact and,
+    for a tiny model built from random weights, why its validation answers cannot be right."""
     from rich.table import Table
 
-    table = Table(title="answers", title_justify="left", show_lines=True)
-    table.add_column("input")
-    table.add_column("expected")
-    if before:
-        table.add_column("before training")
-    table.add_column("after training")
-    for i, (row, _) in enumerate(shown):
-        cells = [row.input, row.output] + ([before[i]["answer"]] if before else []) + [after[i]["answer"]]
-        table.add_row(*cells)
-    out.print(table)
+    from ..console import say
+
+    exact = []
+    for title, pairs in shown.items():
+        table = Table(title=f"answers to {title}", title_justify="left", show_lines=True)
+        table.add_column("input")
+        table.add_column("expected")
+        if before.get(title):
+            table.add_column("before training")
+        table.add_column("after training")
+        for i, (row, _) in enumerate(pairs):
+            cells = [row.input, row.output] + ([before[title][i]["answer"]] if before.get(title) else [])
+            table.add_row(*cells, after[title][i]["answer"])
+        out.print(table)
+        right = sum(a["answer"] == row.output for a, (row, _) in zip(after[title], pairs, strict=True))
+        exact.append(f"{right} of {len(pairs)} {title.split(' (')[0]}")
+    say("exact answers after training: " + ", ".join(exact))
+    if tiny and len(shown) > 1:
+        say(f"The validation answers cannot be right: this tiny model started from random weights and has read "
+            f"only the {train_rows} training rows, so it can recite them but knows no language to answer new "
+            "questions with; a pretrained model (llm-polyglot-lora) is what LoRA can teach to generalise.")

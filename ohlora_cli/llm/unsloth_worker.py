@@ -1,16 +1,27 @@
-"""The unsloth backend's process: ``python -m ohlora_cli.llm.unsloth_worker RECIPE.yaml [--resume] [--merge]``.
+"""The unsloth backend's process: ``python -m ohlora_cli.llm.unsloth_worker RECIPE.yaml [--resume] [--merge] [--verbose]``.
 
 unsloth patches transformers, trl and peft when it is imported, so it must come first, and only in
-a process that trains with it. ``ohlora train-llm`` starts this module after its checks and preflight.
+a process that trains with it. ``ohlora train-llm`` starts this module after its checks and preflight,
+with RECIPE.yaml in the run's output_dir. Library output (unsloth's banners included) goes to the
+run's train.log from the first line, as in ``ohlora train-llm`` itself (``ohlora_cli.runtime.quiet``
+imports only the standard library and rich, nothing unsloth patches).
 """
 
-import unsloth  # noqa: F401, I001  (first: it patches transformers / trl / peft on import)
-
 import sys
+from pathlib import Path
 
-import typer
+from ohlora_cli.runtime import quiet
 
-from ohlora_cli.cli import _guard
+if __name__ == "__main__":
+    _window = quiet.library_output(verbose="--verbose" in sys.argv[2:])
+    _window.__enter__()
+    quiet.log_to(Path(sys.argv[1]).parent / "train.log", announce=False)  # the parent said where
+
+import unsloth  # noqa: E402, F401, I001  (before transformers / trl / peft: it patches them on import)
+
+import typer  # noqa: E402
+
+from ohlora_cli.cli import _guard  # noqa: E402
 
 
 @_guard
@@ -29,7 +40,11 @@ def main(recipe_path: str, resume: bool, merge: bool) -> None:
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
+    code = 0
     try:
         main(argv[0], "--resume" in argv, "--merge" in argv)
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
+    finally:
+        _window.__exit__(None, None, None)
+    sys.exit(code)

@@ -102,21 +102,23 @@ def test_missing_probe_function_is_a_skip(monkeypatch):
     assert row.status is Status.SKIP and "grad_inference" in row.message
 
 
-def test_preflight_writes_doctor_json_and_stops_on_bad_input(tmp_path, monkeypatch):
+def test_preflight_writes_nothing_and_stops_on_bad_input(tmp_path, monkeypatch):
+    """The preflight returns its report and writes nothing (the run saves it as doctor.json once it
+    has its output_dir); a bad-input failure stops the launch with exit 2."""
     _fake_probe_module(monkeypatch, data=lambda recipe, ctx: [], dtype_mismatch=lambda recipe, ctx: [],
                        grad_inference=lambda recipe, ctx: [])
     recipe = recipes.load("gan-demo", [f"output_dir={tmp_path / 'run'}"])
     report = preflight(recipe)
-    saved = json.loads((tmp_path / "run" / "doctor.json").read_text())
-    assert saved == report.to_dict() and saved["ok"] is True
-    checks = {f["check"] for f in saved["findings"]}
+    assert report.to_dict()["ok"] is True
+    checks = {f["check"] for f in report.to_dict()["findings"]}
     assert {"torch", "library-versions", "multi-gpu-batch", "disk-space", "memory", "dtype-mismatch"} <= checks
+    assert list(tmp_path.iterdir()) == []
 
     with pytest.raises(PreflightFailed) as stopped:
         preflight(recipe, gpus=3)  # 32 images cannot be split over 3 processes
     assert stopped.value.exit_code == 2
     assert "train.batch_size" in str(stopped.value)
-    assert json.loads((tmp_path / "run" / "doctor.json").read_text())["ok"] is False
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_preflight_failure_that_is_not_bad_input_exits_1(tmp_path, monkeypatch):

@@ -90,6 +90,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
                        extra="style_mixing_prob: 0.9\nr1_interval: 2\nextra_g_steps: 2\nlr_schedule: cosine\n")
     (tmp_path / "b" / "run" / "checkpoints").mkdir(parents=True)
     shutil.copy(done[0], tmp_path / "b" / "run" / "checkpoints")  # as if stopped after the first checkpoint
+    shutil.copy(tmp_path / "a" / "run" / ".ohlora.json", tmp_path / "b" / "run")  # an ohlora run folder
     run(half, resume=True)
     a, b = tensors(done[-1]), tensors(ckpt.latest_checkpoint(tmp_path / "b" / "run"))
     assert a.keys() == b.keys()

@@ -37,7 +37,7 @@ def train_gan(recipe_path, *overrides, resume=False):
 @pytest.fixture(scope="session")
 def blobs(tmp_path_factory):
     """600 blob images and two CSVs over them: true labels, and the labels shuffled across rows."""
-    root = tmp_path_factory.mktemp("blobs")
+    root = tmp_path_factory.mktemp("blobs") / "data"  # a builder builds only into a folder it creates
     synthetic.build_blobs(root / "labels.csv", count=600, resolution=16, seed=0)
     rows = list(csv.reader(open(root / "labels.csv", newline="")))
     labels = [row[1:] for row in rows[1:]]

@@ -26,10 +26,11 @@ def test_scorer_learns_every_label_on_held_out_images(scorer_run, tmp_path):
     assert final["done"] and final["valid/brightness/r"] >= 0.9 and final["valid/position/r"] >= 0.9
 
     # images it never saw, drawn afresh from the task (another seed)
-    synthetic.build_blobs(tmp_path / "fresh.csv", count=200, resolution=16, seed=7)
-    rows = [line.split(",") for line in (tmp_path / "fresh.csv").read_text().splitlines()[1:]]
+    fresh = tmp_path / "fresh"
+    synthetic.build_blobs(fresh / "fresh.csv", count=200, resolution=16, seed=7)
+    rows = [line.split(",") for line in (fresh / "fresh.csv").read_text().splitlines()[1:]]
     images = torch.stack([
-        torch.from_numpy(np.asarray(Image.open(tmp_path / row[0])).copy()).permute(2, 0, 1) for row in rows
+        torch.from_numpy(np.asarray(Image.open(fresh / row[0])).copy()).permute(2, 0, 1) for row in rows
     ]).float() / 127.5 - 1
     truth = torch.tensor([[float(row[1]), float(row[2])] for row in rows])
     scorer = sc.load_scorer(scorer_run)

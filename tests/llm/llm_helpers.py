@@ -33,7 +33,7 @@ def write_recipe(tmp_path, *, arch="gpt-neox", backend="hf", csv=None, extra="",
     output_dir: {tmp_path / "run"}
     seed: 0
     model:
-      path: {tmp_path / "tiny-model"}
+      path: {tmp_path / "run" / "tiny-model"}  # model.tiny builds inside output_dir
       tiny: {arch}
       backend: {backend}
     data:

@@ -16,7 +16,7 @@ def test_dry_run_prints_recipe_and_plan_and_loads_no_weights(tmp_path):
     assert "kind: llm" in result.output and "max_device_batch: 2" in result.output
     assert "4 = 2 per device x 2 accumulation x 1 process" in result.output
     assert "10 train, 2 valid" in result.output
-    assert not (tmp_path / "tiny-model").exists()  # nothing built, nothing trained
+    assert not (tmp_path / "run").exists()  # nothing built, nothing trained
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -47,7 +47,7 @@ def test_absent_model_exits_2_with_how_to_get_it(tmp_path, path, expected, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     recipe = write_recipe(tmp_path)
     text = recipe.read_text().replace("  tiny: gpt-neox\n", "")
-    recipe.write_text(text.replace(f"path: {tmp_path / 'tiny-model'}", f"path: {path}"))
+    recipe.write_text(text.replace(f"path: {tmp_path / 'run' / 'tiny-model'}", f"path: {path}"))
     result = runner.invoke(app, ["train-llm", str(recipe), "--skip-doctor"])
     assert result.exit_code == 2, result.output
     assert expected in " ".join(result.output.split())

@@ -21,7 +21,7 @@ def test_probes_pass_on_a_good_recipe_without_building_anything(tmp_path):
     assert "meta device" in dtype[0].message and "LoRA grads float32" in dtype[0].message
     grad = probes.grad_inference(recipe, ctx)
     assert [f.status for f in grad] == [Status.PASS], grad
-    assert not (tmp_path / "tiny-model").exists()
+    assert not (tmp_path / "run").exists()
 
 
 def test_generation_probe_catches_a_graph(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ def load_adapter(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny-model")
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "tiny-model")
     model = PeftModel.from_pretrained(base, tmp_path / "run" / "adapter")
     return model, AutoTokenizer.from_pretrained(tmp_path / "run" / "adapter")
 

@@ -32,9 +32,10 @@ def _table(recipe, ctx):
 
 
 def _synthetic_pending(recipe) -> bool:
-    from pathlib import Path
+    """data.synthetic has not built its data yet (the probes read only what exists)."""
+    from ...gan.synthetic import pending_build
 
-    return bool(recipe.data.synthetic) and not Path(recipe.data.csv).is_file()
+    return pending_build(recipe.data)
 
 
 # ------------------------------------------------------------------------------------ data

@@ -29,9 +29,9 @@ def _checked(recipe, ctx):
 
 
 def _config(recipe, tokenizer, source: str):
-    from pathlib import Path
+    from ...llm.tiny import pending_build
 
-    if recipe.model.tiny and not (Path(recipe.model.path) / "config.json").is_file():
+    if pending_build(recipe):  # not built yet (the probes build nothing): its config, in memory
         from ...llm.tiny import tiny_config
 
         return tiny_config(recipe.model.tiny, tokenizer, recipe.data.max_length)
@@ -66,11 +66,10 @@ def _batch(recipe, tokenizer, rows, size: int):
 
 
 def data(recipe, ctx) -> list[Finding]:
-    from pathlib import Path
+    from ...llm.tiny import pending_build
 
     train_rows, valid_rows, tokenizer, source = _checked(recipe, ctx)
-    built = recipe.model.tiny and not (Path(recipe.model.path) / "config.json").is_file()
-    model = f"a tiny {recipe.model.tiny} to be built at {source}" if built else source
+    model = f"a tiny {recipe.model.tiny} to be built at {source}" if pending_build(recipe) else source
     findings = [Finding("recipe-data", Status.PASS,
                         f"{len(train_rows)} train / {len(valid_rows)} valid rows, every row within "
                         f"data.max_length {recipe.data.max_length} tokens; model: {model}",

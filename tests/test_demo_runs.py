@@ -1,0 +1,87 @@
+"""The two demos, run as a user runs them (a fresh process, shortened with --set), in a working
+folder, HOME and TMPDIR of their own:
+
+- a run writes only under its output_dir and, for the demo data / model, the builder's folder
+  (measured: every new path under the working folder, HOME and TMPDIR is listed);
+- the terminal shows ohlora's own lines, tables and progress bar: no library progress bar or
+  warning reaches it, and output_dir/train.log holds them;
+- the LLM demo shows answers to training prompts beside the validation ones and says why the
+  latter cannot be right.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from snapshots import snapshot
+
+# What library output looks like on a terminal: tqdm bars, warnings, log records.
+LIBRARY = re.compile(r"\d+%\|| it/s\]| examples/s\]|Warning|warning:|\[transformers\]|Failed to load|FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    def run(command: list[str]) -> dict:
+        root = tmp_path_factory.mktemp(command[0])
+        cwd, home, tmp = root / "cwd", root / "home", root / "tmp"
+        for folder in (cwd, home, tmp):
+            folder.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "HF_HOME", "TORCHINDUCTOR"))}
+        env.update(HOME=str(home), TMPDIR=str(tmp), OMP_NUM_THREADS="1", COLUMNS="100")
+        done = subprocess.run([sys.executable, "-m", "ohlora_cli", *command], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, done.stderr[-3000:]
+        new = {os.path.relpath(p, root) for p in snapshot(cwd, home, tmp)} - {"cwd", "home", "tmp"}
+        return {"out": done.stdout, "err": done.stderr, "cwd": cwd, "new": new}
+
+    return {
+        "gan": run(["train-gan", "--set", "train.kimg=0.5"]),
+        "llm": run(["train-llm", "--set", "train.epochs=2"]),
+    }
+
+
+def outside(new: set, *allowed: str) -> set:
+    """New paths that are not under one of the allowed folders, nor a folder above one."""
+    return {p for p in new if not any(p == a or p.startswith(a + "/") or a.startswith(p + "/") for a in allowed)}
+
+
+def torch_temp(paths: set) -> set:
+    """torch creates an empty $TMPDIR/torchinductor_<user> when peft imports torch._inductor: not ours."""
+    return {p for p in paths if re.fullmatch(r"tmp/torchinductor_[^/]+", p)}
+
+
+@pytest.mark.parametrize("engine, allowed", [
+    ("gan", ("cwd/runs/gan-demo", "cwd/runs/gan-demo-data")),  # output_dir, and data.synthetic's own folder
+    ("llm", ("cwd/runs/llm-demo",)),  # output_dir, the tiny model inside it
+])
+def test_a_real_run_writes_only_under_output_dir(demo, engine, allowed):
+    new = demo[engine]["new"]
+    assert outside(new, *allowed) - torch_temp(new) == set()
+    for path in torch_temp(new):
+        assert not os.listdir(demo[engine]["cwd"].parent / path)  # empty, as torch leaves it
+
+
+@pytest.mark.parametrize("engine", ["gan", "llm"])
+def test_no_library_output_reaches_the_terminal(demo, engine):
+    shown = demo[engine]["out"] + demo[engine]["err"]
+    assert not LIBRARY.findall(shown), LIBRARY.findall(shown)
+    log = demo[engine]["cwd"] / "runs" / f"{engine}-demo" / "train.log"
+    assert f"library messages: runs/{engine}-demo/train.log" in demo[engine]["err"] and log.is_file()
+    assert "doctor: ok" in demo[engine]["err"]  # ohlora's own table and result lines are still there
+    if engine == "llm":
+        text = log.read_text(encoding="utf-8")
+        for bar in ("Tokenizing train dataset", "Loading weights", "Writing model shards"):
+            assert bar in text  # the libraries' bars, kept in the log
+        assert "train-llm" in demo[engine]["err"] and "240" not in demo[engine]["err"]  # our bar: 12 steps
+        assert "12/12" in demo[engine]["err"]
+    else:
+        assert "train-gan" in demo[engine]["err"] and "0.51/0.50 kimg" in demo[engine]["err"]
+
+
+def test_llm_demo_shows_training_and_validation_answers_and_says_why(demo):
+    out = demo["llm"]["out"]
+    assert "answers to training prompts" in out and "answers to validation prompts (never trained on)" in out
+    assert re.search(r"exact answers after training: \d of 4 training prompts, \d of 4 validation prompts", out)
+    assert "The validation answers cannot be right" in " ".join(out.split())
