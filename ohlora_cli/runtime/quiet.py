@@ -90,6 +90,7 @@ def library_output(*, verbose: bool = False):
     if _current is not None:  # nested (a command calling another): one window is enough
         yield _current
         return
+    verbose = verbose or os.environ.get("OHLORA_DEBUG") == "1"  # debugging: show everything (tracebacks too)
     out.file, err.file = sys.stdout, sys.stderr  # ours keep the terminal (both are created unpinned)
     stream = LibraryOutput(sys.stderr, verbose=verbose)
     _current = stream
