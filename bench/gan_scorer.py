@@ -1,7 +1,7 @@
 """Throughput of the property-score CNN and of property-regression, through the real pipeline.
 
 Builds the synthetic blobs task in a temporary folder, runs ``train.method: scorer`` and
-``train.method: property-regression`` (``ohlora_cli.gan.train.run``) for a few epochs / kimg at
+``train.method: property-regression`` (``ohlora_cli.commands.train_gan.run``) for a few epochs / kimg at
 each size, and reads the img/s the runs themselves logged in ``stats.jsonl``; then times one
 label-control evaluation. Prints a table and one JSON line.
 
@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from ohlora_cli.commands.train_gan import run
 from ohlora_cli.gan import label_control, load_generator
 from ohlora_cli.gan import scorer as sc
 from ohlora_cli.gan.checkpoint import latest_checkpoint
-from ohlora_cli.gan.train import run
 
 SIZES = {  # resolution -> (scorer channels, hidden), G widths, images, batch, regression kimg
     16: dict(channels=8, hidden=32, fmaps_base=512, fmaps_max=64, z=32, w=64, count=600, batch=32, kimg=0.5),

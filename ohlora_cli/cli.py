@@ -1,20 +1,19 @@
 """The ``ohlora`` command line. Imports typer, rich and the standard library only: engines
 (torch, transformers, trl, unsloth) are imported inside the command bodies so ``--help`` stays
-instant. Our exceptions are mapped to messages and exit codes in one place, ``_guard``.
+instant. Our exceptions are mapped to messages and exit codes in one place,
+``ohlora_cli.commands.guard``.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import gc
-import os
-import traceback
 from typing import Annotated
 
 import typer
 
 from . import __version__
+from .commands.guard import guard
 
 
 def _examples(*lines: str) -> str:
@@ -72,60 +71,6 @@ NprocOpt = Annotated[
 ]
 
 
-def _report(exc: BaseException, code: int, message: str | None = None, hint: str | None = None) -> None:
-    from rich.markup import escape
-
-    from .console import err
-
-    if os.environ.get("OHLORA_DEBUG") == "1":
-        traceback.print_exception(exc)
-    label = {2: "error", 130: "interrupted"}.get(code, "failed")
-    err.print(f"[bold red]{label}:[/bold red] {escape(message or str(exc))}", highlight=False, soft_wrap=True)
-    hint = hint or getattr(exc, "hint", None)
-    if hint:
-        err.print(f"[dim]hint:[/dim] {escape(hint)}", highlight=False, soft_wrap=True)
-
-
-def _guard(fn):
-    """The one place that maps exceptions to messages and exit codes (DESIGN.md section 2)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from .errors import OhloraError
-
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except OhloraError as exc:
-            _report(exc, exc.exit_code)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt as exc:
-            _report(exc, 130, "stopped by Ctrl-C")
-            raise typer.Exit(130) from None
-        except Exception as exc:  # a bug of ours: say so, exit 1, traceback only on request
-            _report(exc, 1, f"internal error: {type(exc).__name__}: {exc}",
-                    hint="This is a bug in ohlora; rerun with OHLORA_DEBUG=1 to see the traceback.")
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _load_recipe(recipe: str, overrides: list[str] | None, kind: str) -> None:
-    """Read and validate the recipe (pydantic and yaml only) and the header of its data CSV: a bad
-    or hostile file is answered in a fraction of a second, before the engine imports torch. The
-    engine reads them again (milliseconds)."""
-    from . import recipes
-    from .runtime.tables import check_csv_header
-
-    loaded = recipes.load(recipe, overrides or [], expect_kind=kind)
-    data = loaded.data
-    if kind == "gan":
-        check_csv_header(data.csv, [data.image_column, *data.label_columns], strip=True)
-    elif data.path.lower().endswith(".csv") and not data.path.startswith("package:"):
-        check_csv_header(data.path, [data.input_column, data.output_column, data.split_column], strip=False)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"ohlora {__version__}")
@@ -150,7 +95,7 @@ def root(
         "ohlora train-gan my.yaml --nproc 2                 # DDP under torchrun",
     ),
 )
-@_guard
+@guard
 def train_gan(
     recipe: RecipeArg = None,
     set_: SetOpt = None,
@@ -164,8 +109,7 @@ def train_gan(
     from .runtime.quiet import library_output
 
     with library_output(verbose=verbose):
-        _load_recipe(recipe or "gan-demo", set_, "gan")  # a bad recipe fails before torch loads
-        from .gan.train import run
+        from .commands.train_gan import run
 
         run(recipe or "gan-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor, nproc=nproc)
 
@@ -179,7 +123,7 @@ def train_gan(
         "ohlora train-llm my.yaml --nproc 2                 # DDP under torchrun, never DataParallel",
     ),
 )
-@_guard
+@guard
 def train_llm(
     recipe: RecipeArg = None,
     set_: SetOpt = None,
@@ -194,8 +138,7 @@ def train_llm(
     from .runtime.quiet import library_output
 
     with library_output(verbose=verbose):
-        _load_recipe(recipe or "llm-demo", set_, "llm")  # a bad recipe fails before the engine loads
-        from .llm.train import run
+        from .commands.train_llm import run
 
         run(
             recipe or "llm-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
@@ -212,7 +155,7 @@ def train_llm(
         "ohlora doctor train.py --json --select dtype-mismatch",
     ),
 )
-@_guard
+@guard
 def doctor(
     targets: Annotated[
         list[str] | None,

@@ -1,6 +1,6 @@
-"""Our exception types. Commands raise these; ``cli`` renders them in one place.
+"""Our exception types. Commands raise these; ``commands.guard`` renders them in one place.
 
-Each type carries the exit code of the contract (DESIGN.md section 2):
+Each type carries its exit code (README, "Commands": exit codes):
 1 the run failed, 2 bad usage or bad input, 130 interrupted after a checkpoint was saved.
 """
 

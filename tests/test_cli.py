@@ -61,7 +61,7 @@ def _boom():
 def test_internal_error_exits_1_traceback_only_with_debug(capfd, monkeypatch, debug):
     import typer
 
-    from ohlora_cli.cli import _guard
+    from ohlora_cli.commands.guard import guard as _guard
 
     if debug:
         monkeypatch.setenv("OHLORA_DEBUG", "1")

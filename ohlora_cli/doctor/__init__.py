@@ -19,10 +19,24 @@ import json
 from pathlib import Path
 
 from ..errors import BadInputError, OhloraError, PreflightFailed
-from .registry import Check, Context, Finding, Status, all_checks, check_ids
+from . import env, probes, static
+from .registry import Check, Context, Finding, Status
 from .report import Report, Section, render
 
 __all__ = ["run_cli", "preflight", "run", "Report", "Finding", "Status", "Context"]
+
+
+def all_checks() -> list[Check]:
+    """The explicit list of checks, in the order the table shows them."""
+    return [*env.CHECKS, *probes.CHECKS, *static.CHECKS]
+
+
+def check_ids() -> list[str]:
+    ids: list[str] = []
+    for check in all_checks():
+        if check.id not in ids:
+            ids.append(check.id)
+    return ids
 
 
 def _run_check(check: Check, ctx: Context) -> list[Finding]:

@@ -389,7 +389,7 @@ def _estimate_gan(recipe) -> dict | None:
     try:
         import torch
 
-        from ..gan.train import build_networks
+        from ..gan.networks import build_networks
     except ImportError:
         return None
     with torch.device("meta"):

@@ -77,18 +77,3 @@ class Check:
     def finding(self, status: Status, message: str, *, where: str | None = None, hint: str | None = None,
                 bad_input: bool = False) -> Finding:
         return Finding(self.id, status, message, where=where, hint=hint, bad_input=bad_input)
-
-
-def all_checks() -> list[Check]:
-    """The explicit list of checks, in the order the table shows them."""
-    from . import env, probes, static
-
-    return [*env.CHECKS, *probes.CHECKS, *static.CHECKS]
-
-
-def check_ids() -> list[str]:
-    ids: list[str] = []
-    for check in all_checks():
-        if check.id not in ids:
-            ids.append(check.id)
-    return ids

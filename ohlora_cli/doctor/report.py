@@ -1,7 +1,7 @@
 """The doctor's result: findings grouped by target, rendered as a rich table or one JSON object.
 
 Computation and rendering are apart: ``Report`` is data; ``render`` draws it; ``to_dict`` is the
-JSON contract ``{"ok", "findings", "summary"}`` (DESIGN.md section 2).
+JSON contract ``{"ok", "findings", "summary"}`` (README, "`ohlora doctor`").
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from ..console import warn
 from ..errors import CheckpointError
 from ..runtime.files import atomic_path
-from .networks import Discriminator, Generator
+from .networks import Discriminator, Generator, build_networks
 
 FORMAT = "ohlora-gan-checkpoint"
 NAME = re.compile(r"checkpoint-(\d+)\.safetensors$")
@@ -68,7 +68,7 @@ def prune_checkpoints(output_dir: str | Path, keep: int) -> None:
             old.unlink(missing_ok=True)
 
 
-def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
     state = opt.state_dict()
     extra = {}
     for index, entries in state["state"].items():
@@ -80,7 +80,7 @@ def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer, tensors: dict, m
     meta[prefix] = json.dumps({"param_groups": state["param_groups"], "extra": extra})
 
 
-def _optimizer_state(prefix: str, tensors: dict, meta: dict) -> dict:
+def optimizer_state(prefix: str, tensors: dict, meta: dict) -> dict:
     info = json.loads(meta[prefix])
     state: dict[int, dict] = {}
     for name, value in tensors.items():
@@ -113,7 +113,7 @@ def save_checkpoint(path: str | Path, *, G: Generator, G_ema: Generator, D: Disc
     }
     for prefix, opt in (("opt_G", opt_G), ("opt_D", opt_D)):
         if opt is not None:
-            _optimizer_tensors(prefix, opt, tensors, meta)
+            optimizer_tensors(prefix, opt, tensors, meta)
     if rng is not None:
         tensors["rng.torch"] = rng["torch"]
         for i, state in enumerate(rng.get("cuda", [])):
@@ -138,7 +138,7 @@ class Checkpoint:
         return json.loads(self.raw_meta[key]) if key in self.raw_meta else default
 
     def optimizer_state(self, prefix: str) -> dict | None:
-        return _optimizer_state(prefix, self.tensors, self.raw_meta) if prefix in self.raw_meta else None
+        return optimizer_state(prefix, self.tensors, self.raw_meta) if prefix in self.raw_meta else None
 
     def rng(self) -> dict | None:
         if "rng.torch" not in self.tensors:
@@ -342,3 +342,17 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     if missing:
         raise CheckpointError(f"{path}: generator is missing {', '.join(missing)}")
     return G.eval().requires_grad_(False).to(device)
+
+
+def check_start_checkpoint(recipe, label_size: int) -> None:
+    """Read ``model.checkpoint`` and check it fits the recipe's networks, built on the meta device."""
+    path = Path(recipe.model.checkpoint)
+    if not path.exists():
+        raise CheckpointError(f"model.checkpoint: {path} does not exist",
+                              hint="Fix the path (relative to the current directory).")
+    nets = read_networks(path)  # a run folder: its latest checkpoint
+    with torch.device("meta"):
+        G, D = build_networks(recipe, label_size)
+    for role, net in (("generator_smooth", G), ("generator", G), ("discriminator", D)):
+        if role in nets:
+            load_into(net, nets[role], what=role.replace("_smooth", ""), source=path)

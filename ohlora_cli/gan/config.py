@@ -1,4 +1,4 @@
-"""The ``kind: gan`` recipe model. Keys are the contract in DESIGN.md section 2."""
+"""The ``kind: gan`` recipe model. Its keys are listed in the README's "Recipe reference"."""
 
 from __future__ import annotations
 

@@ -84,42 +84,8 @@ def read_table(data_cfg, *, csv_path: str | Path | None = None) -> LabelTable:
             f"(from {', '.join(sorted(set(keys)))}) not in the header; the CSV has: {', '.join(header)}",
             hint="Fix the column names in the recipe or in the CSV header.",
         )
-    image_at = header.index(data_cfg.image_column)
-    label_at = [header.index(c) for c in data_cfg.label_columns]
-    image_root = Path(data_cfg.image_root) if data_cfg.image_root else None
     problems: list[str] = []
-    paths, lines, rows = [], [], []
-    for number, row in enumerate(body, start=2):
-        if not any(cell.strip() for cell in row):
-            continue  # blank line
-        if len(row) < len(header):
-            problems.append(f"{path}:{number}: {len(row)} cells, the header has {len(header)}")
-            continue
-        values = []
-        for column, at in zip(data_cfg.label_columns, label_at, strict=True):
-            cell = row[at].strip()
-            try:
-                value = float(cell)
-            except ValueError:
-                problems.append(f"{path}:{number}: column '{column}': {cell!r} is not a number")
-                continue
-            if not math.isfinite(value):
-                problems.append(f"{path}:{number}: column '{column}': {cell!r} is not finite")
-            values.append(value)
-        raw = row[image_at].strip()
-        if not raw:
-            problems.append(f"{path}:{number}: column '{data_cfg.image_column}' is empty")
-            continue
-        if _is_absolute(raw):
-            image = image_root / _basename(raw) if image_root else Path(raw)
-        else:
-            image = path.parent / raw
-        if len(values) == len(label_at):
-            paths.append(image)
-            lines.append(number)
-            rows.append(values)
-        if len(problems) > MAX_LISTED:
-            break
+    paths, lines, rows = _read_rows(path, header, body, data_cfg, problems)
     if problems:
         shown = "\n  ".join(problems[:MAX_LISTED])
         more = " (and more)" if len(problems) > MAX_LISTED else ""
@@ -139,6 +105,52 @@ def read_table(data_cfg, *, csv_path: str | Path | None = None) -> LabelTable:
         table.mean, table.std = mean.astype(np.float32), std.astype(np.float32)
     return table
 
+
+
+def _read_rows(path: Path, header: list[str], body: list[list[str]], data_cfg, problems: list[str]):
+    """(image paths, CSV line numbers, label rows) of the rows that are right; ``problems`` gets
+    one line per bad cell or row (at most MAX_LISTED + 1)."""
+    image_at = header.index(data_cfg.image_column)
+    label_at = [header.index(c) for c in data_cfg.label_columns]
+    image_root = Path(data_cfg.image_root) if data_cfg.image_root else None
+    paths, lines, rows = [], [], []
+    for number, row in enumerate(body, start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        if len(row) < len(header):
+            problems.append(f"{path}:{number}: {len(row)} cells, the header has {len(header)}")
+            continue
+        values = _label_values(path, number, row, data_cfg.label_columns, label_at, problems)
+        raw = row[image_at].strip()
+        if not raw:
+            problems.append(f"{path}:{number}: column '{data_cfg.image_column}' is empty")
+            continue
+        if _is_absolute(raw):
+            image = image_root / _basename(raw) if image_root else Path(raw)
+        else:
+            image = path.parent / raw
+        if len(values) == len(label_at):
+            paths.append(image)
+            lines.append(number)
+            rows.append(values)
+        if len(problems) > MAX_LISTED:
+            break
+    return paths, lines, rows
+
+
+def _label_values(path: Path, number: int, row: list[str], columns, label_at, problems: list[str]) -> list[float]:
+    values = []
+    for column, at in zip(columns, label_at, strict=True):
+        cell = row[at].strip()
+        try:
+            value = float(cell)
+        except ValueError:
+            problems.append(f"{path}:{number}: column '{column}': {cell!r} is not a number")
+            continue
+        if not math.isfinite(value):
+            problems.append(f"{path}:{number}: column '{column}': {cell!r} is not finite")
+        values.append(value)
+    return values
 
 def _check_paths(table: LabelTable, data_cfg) -> None:
     missing = [(line, p) for line, p in zip(table.lines, table.paths, strict=True) if not p.is_file()]

@@ -271,7 +271,7 @@ class Generator(nn.Module):
             mapping_lr_mul=mapping_lr_mul, fmaps_base=fmaps_base, fmaps_max=fmaps_max,
         )
         self.resolution, self.z_dim, self.w_dim = resolution, z_dim, w_dim
-        self.label_dim = label_size  # DESIGN: labels have shape (N, G.label_dim)
+        self.label_dim = label_size  # the Python API: labels have shape (N, G.label_dim)
         self.label_embed_dim = label_dim if label_size else 0
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_fmaps or w_dim, mapping_layers, label_size,
                                       label_dim, mapping_lr_mul)
@@ -414,3 +414,14 @@ class Discriminator(nn.Module):
         """Names of the last ``count`` layers (Oh-LoRA v1 trains layer12-14 at 256 px)."""
         last = 2 * self.num_blocks
         return [f"layer{i}" for i in range(last - count + 1, last + 1)]
+
+
+def build_networks(recipe, label_size: int) -> tuple[Generator, Discriminator]:
+    """G and D as a GAN recipe's ``model`` section describes them, with ``label_size`` labels."""
+    m = recipe.model
+    G = Generator(m.resolution, z_dim=m.z_dim, w_dim=m.w_dim, label_size=label_size, label_dim=m.label_dim,
+                  mapping_layers=m.mapping_layers, mapping_fmaps=m.mapping_fmaps, mapping_lr_mul=m.mapping_lr_mul,
+                  fmaps_base=m.fmaps_base, fmaps_max=m.fmaps_max)
+    D = Discriminator(m.resolution, label_size=label_size, fmaps_base=m.fmaps_base, fmaps_max=m.fmaps_max,
+                      mbstd_group=m.mbstd_group, label_projection=m.label_projection)
+    return G, D

@@ -1,4 +1,5 @@
-"""The property-score CNN (Oh-LoRA's "property score CNN") and ``train.method: scorer``.
+"""The property-score CNN (Oh-LoRA's "property score CNN"): the model, its loss, loading and saving.
+Training it is ``ohlora_cli.gan.methods.scorer`` (``train.method: scorer``).
 
 One small CNN per label column. Each reads its own crop of the image, given as fractions of the
 image so that it works at any resolution; by default the crop follows Oh-LoRA's regions, chosen
@@ -18,24 +19,17 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from rich.table import Table
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..console import info, out, say
-from ..errors import CheckpointError, DataError, Interrupted, RecipeError, RunFailed
+from ..errors import CheckpointError, RecipeError
 from ..runtime.files import atomic_path
-from ..runtime.seeding import capture_rng, restore_rng, seed_everything
-from ..runtime.signals import StopRequest
-from .checkpoint import _optimizer_state, _optimizer_tensors
-from .train import step_optimizer, stop_agreed
 
 FORMAT = "ohlora-scorer"
 FORMAT_VERSION = 1
@@ -285,15 +279,18 @@ def read_scorer_metadata(path: str | Path, *, key: str = "model.scorer") -> dict
 
 def load_scorer(path: str | Path, device: str | torch.device = "cpu", *,
                 key: str = "model.scorer") -> PropertyScorer:
-    """Load a scorer checkpoint (a file, or a run folder holding scorer.safetensors); eval mode, frozen."""
+    """Load a scorer checkpoint (a file, or a run folder holding scorer.safetensors); eval mode, frozen.
+    The random streams are left as they were (the layers' initial weights are replaced anyway), so
+    loading a scorer at any point of a run's setup does not change its training."""
     file = _scorer_file(path, key=key)
     meta = read_scorer_metadata(file, key=key)
     try:
         config = meta["config"]
-        scorer = PropertyScorer(
-            config["labels"], [Crop(**c) for c in config["crops"]], config["resolution"],
-            channels=config["channels"], hidden=config["hidden"], dropout=config["dropout"],
-        )
+        with torch.random.fork_rng(devices=[]):
+            scorer = PropertyScorer(
+                config["labels"], [Crop(**c) for c in config["crops"]], config["resolution"],
+                channels=config["channels"], hidden=config["hidden"], dropout=config["dropout"],
+            )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{key}: {file} has a malformed scorer description ({exc})") from exc
     try:
@@ -422,7 +419,7 @@ def probe_loss(recipe, images: torch.Tensor, labels: torch.Tensor, *, G=None,
     ``labels``: its label batch as the data pipeline delivers it.
 
     - ``train.method: scorer``: ``scorer_loss`` (the training step's loss).
-    - ``property-regression``: ``regression.property_loss(scorer, G(z, labels), labels)``; needs ``G``.
+    - ``property-regression``: ``property_loss(scorer, G(z, labels), labels)``; needs ``G``.
     - any other method with ``model.scorer``: the scores label control reads (no grad).
     Returns None when the run has no scorer path.
     """
@@ -433,8 +430,6 @@ def probe_loss(recipe, images: torch.Tensor, labels: torch.Tensor, *, G=None,
         return scorer_loss(scorer, images, labels)
     score = in_label_space(scorer, list(recipe.data.label_columns))
     if recipe.train.method == "property-regression":
-        from .regression import property_loss
-
         if G is None:
             raise ValueError("probe_loss: property-regression needs the generator")
         z = z if z is not None else torch.randn(len(labels), G.z_dim, device=images.device)
@@ -443,216 +438,14 @@ def probe_loss(recipe, images: torch.Tensor, labels: torch.Tensor, *, G=None,
         return score(images)
 
 
-def split_rows(n: int, valid_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train rows, validation rows): a fixed shuffle from ``seed``; at least one row each."""
-    if n < 2:
-        raise DataError(f"the scorer needs at least 2 rows (1 to train, 1 to validate), the CSV has {n}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_valid = min(max(1, round(n * valid_fraction)), n - 1)
-    return order[n_valid:].sort().values, order[:n_valid].sort().values
-
-
-def _images(dataset, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 images of ``rows`` from the GAN dataset -> float32 in [-1, 1] on ``device``."""
-    if getattr(dataset, "cache", None) is not None:
-        batch = dataset.cache[rows]
-    else:
-        batch = torch.stack([dataset[int(i)][0] for i in rows])
-    return batch.to(device, non_blocking=True).float() / 127.5 - 1.0
-
-
-def _epoch_order(rows: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
-    perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed * 100003 + epoch + 1))
-    return rows[perm]
-
-
 def state_path(output_dir: str | Path) -> Path:
     """The resumable training state of a ``train.method: scorer`` run."""
     return Path(output_dir) / "checkpoints" / "scorer-state.safetensors"
 
 
-def _save_state(path: Path, scorer: PropertyScorer, optimizer, counters: dict, scaler) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in scorer.state_dict().items()}
-    meta = {"format": STATE_FORMAT, "counters": json.dumps(counters),
-            "scaler": json.dumps(scaler.state_dict() if scaler is not None else {})}
-    _optimizer_tensors("opt", optimizer, tensors, meta)
-    rng = capture_rng()
-    tensors["rng.torch"] = rng["torch"]
-    meta["rng"] = json.dumps({"python": rng["python"], "numpy": rng["numpy"]})
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
-
-
-def _load_state(path: Path, scorer: PropertyScorer, optimizer, scaler, *, world_size: int) -> dict:
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        if meta.get("format") != STATE_FORMAT:
-            raise ValueError("not a scorer training state")
-        tensors = load_file(str(path))
-        scorer.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        optimizer.load_state_dict(_optimizer_state("opt", tensors, meta))
-        counters = json.loads(meta["counters"])
-        rng = json.loads(meta["rng"])
-    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: cannot resume the scorer from it ({type(exc).__name__}: {exc})",
-                              hint="Resume with the recipe the run started with, or delete the file to start over.") from exc
-    if scaler is not None and json.loads(meta.get("scaler", "{}")):
-        scaler.load_state_dict(json.loads(meta["scaler"]))
-    if world_size == 1 and counters.get("world_size", 1) == 1:
-        rng["torch"] = tensors["rng.torch"]
-        restore_rng(rng)
-    return counters
-
-
-def train(ctx) -> dict:
-    """``train.method: scorer``: fit the property-score CNN on the recipe's CSV and images.
-
-    ``ctx`` is ``gan.train.RunContext``. Setup, then epochs of (train, validate, log, keep the
-    best, stop early), then the final table. Writes ``output_dir/scorer.safetensors`` (the best
-    epoch: what ``model.scorer`` takes), ``stats.jsonl`` (a line per epoch: losses, per-label
-    validation r and MAE) and the resumable ``checkpoints/scorer-state.safetensors``. The scorer
-    always learns the labels' raw units (``data.standardize_labels`` does not matter to it).
-    Returns the best epoch's validation metrics.
-    """
-    # ---- setup
-    recipe, settings, env, device = ctx.recipe, ctx.recipe.train.scorer, ctx.env, ctx.device
-    out_dir, dataset = Path(ctx.out), ctx.dataset
-    seed_everything(recipe.seed)
-    raw = torch.from_numpy(ctx.table.labels).float()
-    train_rows, valid_rows = split_rows(len(raw), settings.valid_fraction, recipe.seed)
-    scorer = build_scorer(recipe)
-    mean = raw[train_rows].double().mean(0)
-    std = raw[train_rows].double().std(0, unbiased=False)
-    scorer.label_mean.copy_(mean.float())
-    scorer.label_std.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)).float())
-    scorer.to(device)
-    params = list(scorer.parameters())
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if ctx.precision == "fp16" else None
-    amp_dtype = ctx.amp_dtype
-    # train.batch_size is global; a dataset smaller than one batch trains on all of it per step
-    global_batch = min(recipe.train.batch_size, len(train_rows) // env.world_size * env.world_size)
-    if global_batch < env.world_size:
-        raise DataError(f"{recipe.data.csv}: {len(train_rows)} training rows cannot feed {env.world_size} processes",
-                        hint="Use more rows or fewer processes.")
-    per_rank = global_batch // env.world_size
-    micro = max(1, min(ctx.batch_per_device, per_rank))
-    steps_per_epoch = len(train_rows) // global_batch
-    best_path, resume_path = out_dir / FILENAME, state_path(out_dir)
-    counters = {"epoch": 0, "step_in_epoch": 0, "best_loss": None, "best_epoch": -1, "best_metrics": {},
-                "world_size": env.world_size}
-    if ctx.resume:
-        if not resume_path.is_file():
-            raise CheckpointError(f"--resume: {resume_path} does not exist",
-                                  hint="Run without --resume to start the scorer training.")
-        counters = _load_state(resume_path, scorer, optimizer, scaler, world_size=env.world_size)
-        counters["world_size"] = env.world_size
-        if ctx.is_main:
-            info(f"resuming the scorer at epoch {counters['epoch']}, step {counters['step_in_epoch']}")
-    if env.world_size > 1:  # one dropout stream per rank
-        seed_everything(recipe.seed + 7919 * env.rank + counters["epoch"] * 1000 + counters["step_in_epoch"])
-    if ctx.is_main:
-        info(f"scorer: {len(train_rows)} training rows, {len(valid_rows)} validation rows, "
-             f"{scorer.label_dim} labels, {sum(p.numel() for p in params):,} parameters; "
-             f"batch {global_batch} = {env.world_size} x {per_rank}, device {device}")
-
-    def save_progress() -> None:
-        if ctx.is_main:
-            _save_state(resume_path, scorer, optimizer, counters, scaler)
-
-    # ---- train
-    start = time.perf_counter()
-    with StopRequest() as stop:
-        while counters["epoch"] < settings.epochs:
-            epoch = counters["epoch"]
-            order = _epoch_order(train_rows, recipe.seed, epoch)
-            scorer.train()
-            loss_sum = torch.zeros((), device=device)
-            loss_count, seen, epoch_start = 0, 0, time.perf_counter()
-            while counters["step_in_epoch"] < steps_per_epoch:
-                if stop_agreed(stop, env, device):
-                    save_progress()
-                    raise Interrupted(
-                        f"stopped by {stop.signal_name or 'a signal'} in epoch {epoch}; the best scorer so far "
-                        f"is {best_path}", hint="Continue with the same command plus --resume.")
-                step = counters["step_in_epoch"]
-                rows = order[step * global_batch:(step + 1) * global_batch][env.rank * per_rank:(env.rank + 1) * per_rank]
-                for part in rows.split(micro):
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        loss = scorer_loss(scorer, _images(dataset, part, device), raw[part].to(device))
-                    scaled = loss * (len(part) / len(rows))
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                    loss_sum += loss.detach() * len(part)
-                    loss_count += len(part)
-                step_optimizer(optimizer, params, distributed=env.distributed, scaler=scaler)
-                seen += global_batch
-                counters["step_in_epoch"] += 1
-            totals = torch.stack([loss_sum, torch.tensor(float(loss_count), device=device)])
-            if env.distributed:
-                torch.distributed.all_reduce(totals)
-            train_loss = float(totals[0] / totals[1].clamp(min=1))
-            if not math.isfinite(train_loss):
-                raise RunFailed(f"the scorer's training loss became {train_loss} in epoch {epoch}",
-                                hint="Lower train.scorer.lr, or use train.precision fp32.")
-
-            # ---- validate: every rank scores the whole validation split, so all decide alike
-            pred = _predict(scorer, dataset, valid_rows, device, ctx.batch_per_device, amp_dtype)
-            target = raw[valid_rows]
-            valid_loss = float((((pred - target) / scorer.label_std.cpu()) ** 2).mean())
-            metrics = regression_metrics(pred, target, scorer.labels)
-            improved = counters["best_loss"] is None or valid_loss < counters["best_loss"]
-            counters.update(epoch=epoch + 1, step_in_epoch=0)
-            if improved:
-                counters.update(best_loss=valid_loss, best_epoch=epoch, best_metrics=metrics)
-                if ctx.is_main:
-                    save_scorer(scorer, best_path, metrics={"epoch": epoch, "valid/loss": round(valid_loss, 6), **metrics})
-            ctx.log({"epoch": epoch, "step": (epoch + 1) * steps_per_epoch, "train/loss": round(train_loss, 6),
-                     "valid/loss": round(valid_loss, 6), **metrics, "best_epoch": counters["best_epoch"],
-                     "img_per_s": round(seen / (time.perf_counter() - epoch_start), 1),
-                     "time_s": round(time.perf_counter() - start, 1)})
-            if ctx.is_main:
-                rs = "  ".join(f"{name} {metrics[f'valid/{name}/r']:.3f}" for name in scorer.labels)
-                info(f"epoch {epoch}: train {train_loss:.4f}  valid {valid_loss:.4f}  r: {rs}{'  (best)' if improved else ''}")
-            save_progress()
-            if epoch - counters["best_epoch"] >= settings.patience:
-                if ctx.is_main:
-                    info(f"early stop: no validation improvement in {settings.patience} epochs")
-                break
-
-    # ---- final table (the best epoch)
-    best = dict(counters["best_metrics"])
-    ctx.log({"done": True, "best_epoch": counters["best_epoch"], "valid/loss": round(counters["best_loss"], 6),
-             **best, "time_s": round(time.perf_counter() - start, 1)})
-    if ctx.is_main:
-        _print_table(scorer, best, counters["best_epoch"], best_path)
-    return best
-
-
-@torch.no_grad()
-def _predict(scorer: PropertyScorer, dataset, rows: torch.Tensor, device: torch.device, batch: int,
-             amp_dtype=None) -> torch.Tensor:
-    """Raw-unit scores of ``rows`` (eval mode), on the CPU."""
-    was_training = scorer.training
-    scorer.eval()
-    out = []
-    try:
-        for part in rows.split(max(1, batch)):
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out.append(scorer(_images(dataset, part, device)).float().cpu())
-    finally:
-        scorer.train(was_training)
-    return torch.cat(out)
-
-
-def _print_table(scorer: PropertyScorer, metrics: dict, best_epoch: int, path: Path) -> None:
-    table = Table(title=f"Property-score CNN, validation at the best epoch ({best_epoch})")
-    for column, justify in (("label", "left"), ("crop (top, bottom, left, right)", "left"),
-                            ("r", "right"), ("MAE", "right")):
-        table.add_column(column, justify=justify)
-    for name, crop in zip(scorer.labels, scorer.crops, strict=True):
-        region = f"{crop.top:.3g}, {crop.bottom:.3g}, {crop.left:.3g}, {crop.right:.3g}"
-        table.add_row(name, region, f"{metrics.get(f'valid/{name}/r', float('nan')):.3f}",
-                      f"{metrics.get(f'valid/{name}/mae', float('nan')):.3f}")
-    out.print(table)
-    say(f"scorer saved to {path} (use it as model.scorer)")
+def property_loss(score, images: torch.Tensor, labels: torch.Tensor, label_std: torch.Tensor) -> torch.Tensor:
+    """Oh-LoRA v2's loss: MSE between the frozen scorer's reading of the images and the requested
+    labels, in units of each label's spread (``label_std``), so every label weighs alike. The
+    scorer sees the images clamped to [-1, 1], as they are saved and as label control sees them
+    (no credit for pixels pushed out of range)."""
+    return ((score(images.clamp(-1, 1)).float() - labels) / label_std).square().mean()

@@ -112,11 +112,12 @@ def check_targets(model, targets) -> None:
 
 def load_hf(recipe: LlmRecipe, source: str, precision: str, device) -> tuple:
     """transformers + peft: base model in the training precision (or 4-bit), LoRA on top."""
-    import torch
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    from ..runtime.devices import weights_dtype
+
+    dtype = weights_dtype(precision)
     kwargs = {"dtype": dtype, "trust_remote_code": recipe.model.trust_remote_code}
     if recipe.model.load_in_4bit:
         from transformers import BitsAndBytesConfig
@@ -147,10 +148,11 @@ def add_lora(model, recipe: LlmRecipe):
 
 def load_unsloth(recipe: LlmRecipe, source: str, precision: str, device) -> tuple:
     """unsloth's FastLanguageModel; the caller's process imported unsloth first."""
-    import torch
     from unsloth import FastLanguageModel
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    from ..runtime.devices import weights_dtype
+
+    dtype = weights_dtype(precision)
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=source, max_seq_length=recipe.data.max_length, dtype=dtype,
         load_in_4bit=recipe.model.load_in_4bit, trust_remote_code=recipe.model.trust_remote_code,

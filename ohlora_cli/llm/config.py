@@ -1,4 +1,4 @@
-"""The ``kind: llm`` recipe model. Keys are the contract in DESIGN.md section 2.
+"""The ``kind: llm`` recipe model. Its keys are listed in the README's "Recipe reference".
 
 Import-light (pydantic only): ``ohlora --help`` and recipe validation never load torch.
 """

@@ -10,10 +10,7 @@ training recipe itself, read top to bottom: setup / train / save / cleanup.
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,69 +59,6 @@ class Plan:
 
 # ----------------------------------------------------------------------------------------------
 # run: everything before the weights load
-
-
-def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_doctor: bool,
-        nproc: int | None, merge: bool) -> None:
-    cfg: LlmRecipe = recipes.load(recipe, overrides, expect_kind="llm")
-    env = dist.dist_env()
-    relaunching = dist.wants_relaunch(nproc)
-    builds.check_output_dir(cfg.output_dir)  # a new folder or an ohlora run's: nothing else is written over
-    earlier = latest_checkpoint(Path(cfg.output_dir) / "checkpoints")
-    if earlier is not None and not resume:  # never overwrite a run: nothing is lost (as train-gan)
-        raise RecipeError(
-            f"output_dir: {cfg.output_dir} already holds a run ({earlier.name})",
-            hint=f"Pass --resume to continue it, or start elsewhere: --set output_dir={cfg.output_dir}-2",
-        )
-    note = None if relaunching else one_gpu_unless_ddp(cfg)
-    train_rows, valid_rows, _, _ = check_data(cfg)
-    plan = make_plan(cfg, len(train_rows), len(valid_rows), world_size=nproc if relaunching else env.world_size,
-                     local_rank=env.local_rank, note=note)
-    if env.is_main and not dist.relaunched():  # the ranks of --nproc: the parent printed it
-        if dry_run:
-            out.print(recipes.dump(cfg), end="", highlight=False, markup=False)
-        print_plan(plan)
-        if dry_run and plan.build_tiny:
-            info(f"would build a tiny {cfg.model.tiny} model and tokenizer at {cfg.model.path} "
-                 "(a dry run builds nothing)")
-    report = preflight(cfg, gpus=nproc if relaunching else None) if not skip_doctor and env.is_main else None
-    if dry_run:
-        return
-    if env.is_main:
-        out_dir = builds.claim_output_dir(cfg.output_dir)
-        quiet.log_to(out_dir / "train.log")
-        if report is not None:
-            write_json(out_dir / "doctor.json", report.to_dict())
-    if relaunching:
-        args = ["train-llm", str(cfg.source)] + [x for o in overrides for x in ("--set", o)]
-        args += ["--skip-doctor"] + (["--resume"] if resume else []) + (["--merge"] if merge else [])
-        args += ["--verbose"] if quiet.verbose() else []
-        dist.relaunch(nproc, args)
-        return
-    if cfg.model.backend == "unsloth":
-        run_unsloth_worker(cfg, resume=resume, merge=merge)
-        return
-    train(cfg, plan, train_rows, valid_rows, resume=resume, merge=merge)
-
-
-def one_gpu_unless_ddp(cfg: LlmRecipe) -> str | None:
-    """Several GPUs visible to one plain process: train on the first only, never DataParallel.
-
-    Must run before anything initialises CUDA: torch.cuda.device_count() asks NVML without doing so,
-    and CUDA_VISIBLE_DEVICES set now still takes effect. (train() checks again on the Trainer's args.)
-    """
-    if cfg.train.device == "cpu" or dist.launcher() == "torchrun":
-        return None
-    import torch
-
-    count = torch.cuda.device_count()
-    if count <= 1:
-        return None
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    first = visible.split(",")[0] if visible else "0"
-    os.environ["CUDA_VISIBLE_DEVICES"] = first
-    return (f"{count} GPUs are visible to this single process: training on GPU {first} only, with the batch "
-            f"unchanged (never DataParallel). Use --nproc {count} to train on all of them with DDP.")
 
 
 def check_data(cfg: LlmRecipe):
@@ -180,55 +114,6 @@ def make_plan(cfg: LlmRecipe, n_train: int, n_valid: int, *, world_size: int, lo
     )
 
 
-def print_plan(plan: Plan) -> None:
-    from rich.table import Table
-
-    table = Table(title="train-llm plan", show_header=False, title_justify="left")
-    for key, value in plan.describe():
-        table.add_row(key, value)
-    out.print(table)
-    if plan.note:
-        warn(plan.note)
-
-
-def preflight(cfg: LlmRecipe, *, gpus: int | None):
-    """The doctor's preflight (raises PreflightFailed on a failure); its report, or None."""
-    import importlib.util
-
-    if importlib.util.find_spec("ohlora_cli.doctor") is None:
-        warn("the doctor is not installed in this build: preflight skipped")
-        return None
-    from .. import doctor
-
-    if not hasattr(doctor, "preflight"):
-        warn("ohlora_cli.doctor has no preflight yet: preflight skipped")
-        return None
-    return doctor.preflight(cfg, gpus=gpus)
-
-
-def run_unsloth_worker(cfg: LlmRecipe, *, resume: bool, merge: bool) -> None:
-    """unsloth patches transformers/trl/peft when imported, so it trains in a process that imports it first."""
-    out_dir = builds.claim_output_dir(cfg.output_dir)
-    resolved = out_dir / "recipe.yaml"
-    write_text(resolved, recipes.dump(cfg))
-    cmd = [sys.executable, "-m", "ohlora_cli.llm.unsloth_worker", str(resolved)]
-    cmd += (["--resume"] if resume else []) + (["--merge"] if merge else []) + (["--verbose"] if quiet.verbose() else [])
-    # unsloth writes the sources it generates to ./unsloth_compiled_cache unless told otherwise:
-    # keep them in the run folder, not in the user's current directory.
-    env = {**os.environ, "UNSLOTH_COMPILE_LOCATION": str((out_dir / "unsloth_compiled_cache").resolve())}
-    info("[dim]unsloth backend: training in a fresh process that imports unsloth first[/dim]")
-    sys.stderr.flush()  # the worker appends to the same train.log
-    with StopRequest():  # Ctrl-C reaches the worker too; it saves, exits 130, and we report that
-        code = subprocess.call(cmd, env=env)
-    if code == 130:
-        raise Interrupted(f"training stopped; the checkpoint is in {out_dir / 'checkpoints'}",
-                          hint="Continue with --resume.")
-    if code == 2:
-        raise RecipeError("the unsloth run stopped on bad input (see the message above)")
-    if code:
-        raise RunFailed(f"the unsloth run failed (exit code {code}; see the messages above)")
-
-
 # ----------------------------------------------------------------------------------------------
 # train: the training recipe
 
@@ -257,13 +142,10 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, merge: bool) -> None:
-    import torch
-    from datasets import Dataset
+    """The training recipe, read top to bottom: setup / train / save / cleanup."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
-    from ..runtime.seeding import seed_everything
-    from . import backends
     from .callbacks import RichProgressCallback, SampleCallback, StatsCallback, StopCallback
     from .generate import generate_answers
 
@@ -271,54 +153,11 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
     env = dist.dist_env()
     out_dir = Path(cfg.output_dir)
     ckpt_dir, samples_dir, stats_path = out_dir / "checkpoints", out_dir / "samples", out_dir / "stats.jsonl"
-    last = latest_checkpoint(ckpt_dir) if resume else None
-    if resume and last is None:
-        raise CheckpointError(f"--resume: no complete checkpoint in {ckpt_dir}",
-                              hint="Run without --resume to start fresh.")
-    if env.is_main:
-        builds.claim_output_dir(out_dir)
-        write_text(out_dir / "recipe.yaml", recipes.dump(cfg))
-        if not resume:
-            remove_stale(out_dir)
-    quiet.log_to(out_dir / "train.log")
-    seed_everything(cfg.seed)
-    if plan.build_tiny:
-        from .tiny import ensure_tiny_model
-
-        if ensure_tiny_model(cfg.model.path, cfg.model.tiny, train_rows + valid_rows, cfg.data, cfg.seed):
-            info(f"built a tiny {cfg.model.tiny} model and tokenizer in {cfg.model.path}")
-    source = backends.resolve_model(cfg)
-    device = torch.device(plan.device)
-    if device.type == "cpu" and cfg.train.cpu_threads:
-        torch.set_num_threads(cfg.train.cpu_threads)
-    if cfg.model.backend == "hf":  # unsloth brings its own loss head
-        from .compat import use_torch_loss_head_on_cpu
-
-        use_torch_loss_head_on_cpu(device)
-    load = backends.load_unsloth if cfg.model.backend == "unsloth" else backends.load_hf
-    model, tokenizer = load(cfg, source, plan.precision, device)
-
-    train_ds = Dataset.from_list([llm_data.example(r, cfg.data) for r in train_rows])
-    valid_ds = Dataset.from_list([llm_data.example(r, cfg.data) for r in valid_rows]) if valid_rows else None
-    evaluate = bool(valid_ds) and cfg.train.eval
-    args = SFTConfig(
-        output_dir=str(ckpt_dir), seed=cfg.seed, report_to="none", disable_tqdm=True,
-        per_device_train_batch_size=plan.per_device_batch, per_device_eval_batch_size=plan.per_device_batch,
-        gradient_accumulation_steps=plan.grad_accum,
-        num_train_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps or -1,
-        learning_rate=cfg.train.learning_rate, lr_scheduler_type=cfg.train.lr_scheduler,
-        warmup_steps=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay,
-        bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=device.type == "cpu",
-        gradient_checkpointing=cfg.train.gradient_checkpointing and cfg.model.backend == "hf",
-        logging_steps=cfg.train.logging_steps, eval_strategy="epoch" if evaluate else "no",
-        save_strategy="epoch", save_total_limit=cfg.train.save_total_limit,
-        max_length=cfg.data.max_length, completion_only_loss=True, packing=False,
-        ddp_find_unused_parameters=False,
-    )
-    if args.n_gpu > 1:  # CUDA was initialised before one_gpu_unless_ddp could narrow it: stay on one GPU
-        warn(f"{args.n_gpu} GPUs visible to one process: training on {args.device} only (never DataParallel)")
-        args._n_gpu = 1
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds if evaluate else None,
+    last = _open_run(cfg, out_dir, resume, env.is_main)
+    model, tokenizer, source = _load_model(cfg, plan, train_rows + valid_rows)
+    train_ds, valid_ds = _datasets(cfg, train_rows, valid_rows)
+    args = _sft_config(cfg, plan, ckpt_dir, evaluate=valid_ds is not None)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=valid_ds,
                          processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -332,12 +171,7 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
     if cfg.generate.every_epoch:
         trainer.add_callback(SampleCallback(samples_dir, prompt_rows, prompts, end_marker=end_marker,
                                             max_new_tokens=max_new))
-    batch = {"world_size": args.world_size, "per_device_batch": args.per_device_train_batch_size,
-             "trainer_train_batch_size": args.train_batch_size, "gradient_accumulation": args.gradient_accumulation_steps,
-             "global_batch": args.train_batch_size * args.gradient_accumulation_steps * args.world_size}
-    if batch["global_batch"] != cfg.train.batch_size:  # the DataParallel trap, or a bug of ours
-        raise RunFailed(f"the Trainer would use a global batch of {batch['global_batch']}, not train.batch_size "
-                        f"{cfg.train.batch_size} ({batch})")
+    batch = _check_global_batch(cfg, args)
     # Shown before and after training: training prompts (what the run can learn) beside validation
     # prompts (what it has to generalise to).
     shown = {"training prompts": [(r, llm_data.generation_prompt(r.input, cfg.data, tokenizer))
@@ -380,13 +214,103 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
     dist.destroy_process_group()
 
 
+def _open_run(cfg: LlmRecipe, out_dir: Path, resume: bool, is_main: bool) -> Path | None:
+    """The checkpoint to resume from (checked), output_dir claimed, the resolved recipe written, and
+    a fresh start cleared of an earlier incomplete run's files; library output to train.log."""
+    from ..runtime.seeding import seed_everything
+
+    ckpt_dir = out_dir / "checkpoints"
+    last = latest_checkpoint(ckpt_dir) if resume else None
+    if resume and last is None:
+        raise CheckpointError(f"--resume: no complete checkpoint in {ckpt_dir}",
+                              hint="Run without --resume to start fresh.")
+    if is_main:
+        builds.claim_output_dir(out_dir)
+        write_text(out_dir / "recipe.yaml", recipes.dump(cfg))
+        if not resume:
+            remove_stale(out_dir)
+    quiet.log_to(out_dir / "train.log")
+    seed_everything(cfg.seed)
+    return last
+
+
+def _load_model(cfg: LlmRecipe, plan: Plan, rows):
+    """(model with LoRA, tokenizer, model source) in the plan's precision, on its device; the demo's
+    tiny model built first when it is missing."""
+    import torch
+
+    from . import backends
+
+    if plan.build_tiny:
+        from .tiny import ensure_tiny_model
+
+        if ensure_tiny_model(cfg.model.path, cfg.model.tiny, rows, cfg.data, cfg.seed):
+            info(f"built a tiny {cfg.model.tiny} model and tokenizer in {cfg.model.path}")
+    source = backends.resolve_model(cfg)
+    device = torch.device(plan.device)
+    if device.type == "cpu" and cfg.train.cpu_threads:
+        torch.set_num_threads(cfg.train.cpu_threads)
+    if cfg.model.backend == "hf":  # unsloth brings its own loss head
+        from .compat import use_torch_loss_head_on_cpu
+
+        use_torch_loss_head_on_cpu(device)
+    load = backends.load_unsloth if cfg.model.backend == "unsloth" else backends.load_hf
+    model, tokenizer = load(cfg, source, plan.precision, device)
+    return model, tokenizer, source
+
+
+def _datasets(cfg: LlmRecipe, train_rows, valid_rows):
+    """The prompt / completion datasets (the validation one only when the run evaluates)."""
+    from datasets import Dataset
+
+    train_ds = Dataset.from_list([llm_data.example(r, cfg.data) for r in train_rows])
+    evaluate = bool(valid_rows) and cfg.train.eval
+    valid_ds = Dataset.from_list([llm_data.example(r, cfg.data) for r in valid_rows]) if evaluate else None
+    return train_ds, valid_ds
+
+
+def _sft_config(cfg: LlmRecipe, plan: Plan, ckpt_dir: Path, *, evaluate: bool):
+    from trl import SFTConfig
+
+    args = SFTConfig(
+        output_dir=str(ckpt_dir), seed=cfg.seed, report_to="none", disable_tqdm=True,
+        per_device_train_batch_size=plan.per_device_batch, per_device_eval_batch_size=plan.per_device_batch,
+        gradient_accumulation_steps=plan.grad_accum,
+        num_train_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps or -1,
+        learning_rate=cfg.train.learning_rate, lr_scheduler_type=cfg.train.lr_scheduler,
+        warmup_steps=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay,
+        bf16=plan.precision == "bf16", fp16=plan.precision == "fp16", use_cpu=plan.device == "cpu",
+        gradient_checkpointing=cfg.train.gradient_checkpointing and cfg.model.backend == "hf",
+        logging_steps=cfg.train.logging_steps, eval_strategy="epoch" if evaluate else "no",
+        save_strategy="epoch", save_total_limit=cfg.train.save_total_limit,
+        max_length=cfg.data.max_length, completion_only_loss=True, packing=False,
+        ddp_find_unused_parameters=False,
+    )
+    if args.n_gpu > 1:  # CUDA was initialised before one_gpu_unless_ddp could narrow it: stay on one GPU
+        warn(f"{args.n_gpu} GPUs visible to one process: training on {args.device} only (never DataParallel)")
+        args._n_gpu = 1
+    return args
+
+
+def _check_global_batch(cfg: LlmRecipe, args) -> dict:
+    """The batch the Trainer will really use; a RunFailed unless it is train.batch_size."""
+    batch = {"world_size": args.world_size, "per_device_batch": args.per_device_train_batch_size,
+             "trainer_train_batch_size": args.train_batch_size, "gradient_accumulation": args.gradient_accumulation_steps,
+             "global_batch": args.train_batch_size * args.gradient_accumulation_steps * args.world_size}
+    if batch["global_batch"] != cfg.train.batch_size:  # the DataParallel trap, or a bug of ours
+        raise RunFailed(f"the Trainer would use a global batch of {batch['global_batch']}, not train.batch_size "
+                        f"{cfg.train.batch_size} ({batch})")
+    return batch
+
+
 def merge_adapter(cfg: LlmRecipe, source: str, adapter_dir: Path, target: Path, precision: str) -> None:
     """--merge: base weights (16-bit or fp32, never 4-bit) + the adapter, merged and saved in full."""
-    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    from ..runtime.devices import weights_dtype
+
+    dtype = weights_dtype(precision)
     base = AutoModelForCausalLM.from_pretrained(source, dtype=dtype,
                                                 trust_remote_code=cfg.model.trust_remote_code)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()

@@ -40,5 +40,14 @@ def choose_precision(requested: str, device: torch.device, *, key: str = "train.
     return requested
 
 
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the one map; fp32 is the default
+
+
 def autocast_dtype(precision: str) -> torch.dtype | None:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    """The dtype autocast runs in for ``precision``; None for fp32 (no autocast)."""
+    return PRECISION_DTYPES.get(precision)
+
+
+def weights_dtype(precision: str) -> torch.dtype:
+    """The dtype to load a model's weights in for ``precision`` (float32 for fp32)."""
+    return PRECISION_DTYPES.get(precision, torch.float32)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from gan_recipes import write_gan_recipe
 from PIL import Image
 
 from ohlora_cli.gan.networks import Discriminator, Generator
@@ -40,42 +41,15 @@ def write_dataset(folder: Path, n=24, resolution=8, labels=("a", "b"), seed=0) -
 
 
 def tiny_recipe(folder: Path, *, csv_path: Path | None = None, extra: str = "", resolution=8, kimg=0.064) -> Path:
-    """A recipe file for a tiny CPU run; ``extra`` is YAML appended under ``train:``."""
+    """A recipe file for a tiny CPU run; ``extra`` is YAML for more ``train:`` keys."""
     csv_path = csv_path or write_dataset(folder / "data", resolution=resolution)
-    text = textwrap.dedent(f"""\
-        kind: gan
-        output_dir: {folder / 'run'}
-        seed: 3
-        data:
-          csv: {csv_path}
-          label_columns: [a, b]
-        model:
-          resolution: {resolution}
-          z_dim: 8
-          w_dim: 8
-          label_dim: 4
-          mapping_layers: 2
-          fmaps_base: 64
-          fmaps_max: 8
-          label_projection: true
-        train:
-          batch_size: 8
-          kimg: {kimg}
-          device: cpu
-          g_lr: 0.002
-          d_lr: 0.002
-          r1_gamma: 0.1
-          g_trainable: ["*"]
-          d_trainable: ["*"]
-          log_kimg: 0.016
-          snapshot_kimg: 0.032
-          checkpoint_kimg: 0.032
-          keep_checkpoints: 0
-        """) + textwrap.indent(textwrap.dedent(extra), "  ")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "recipe.yaml"
-    path.write_text(text)
-    return path
+    model = {"resolution": resolution, "z_dim": 8, "w_dim": 8, "label_dim": 4, "mapping_layers": 2, "fmaps_base": 64,
+             "fmaps_max": 8, "label_projection": True}
+    train = {"batch_size": 8, "kimg": kimg, "device": "cpu", "g_lr": 0.002, "d_lr": 0.002, "r1_gamma": 0.1,
+             "g_trainable": ["*"], "d_trainable": ["*"], "log_kimg": 0.016, "snapshot_kimg": 0.032,
+             "checkpoint_kimg": 0.032, "keep_checkpoints": 0, **(yaml.safe_load(extra) or {})}
+    return write_gan_recipe(folder / "recipe.yaml", output_dir=folder / "run", csv_path=csv_path,
+                            label_columns=["a", "b"], model=model, train=train, seed=3)
 
 
 @pytest.fixture(autouse=True)

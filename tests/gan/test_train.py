@@ -13,20 +13,22 @@ import time
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors import safe_open
 
+from ohlora_cli.commands import train_gan
 from ohlora_cli.errors import CheckpointError, DataError, RecipeError, RunFailed
 from ohlora_cli.gan import checkpoint as ckpt
-from ohlora_cli.gan import load_generator, train
+from ohlora_cli.gan import load_generator
+from ohlora_cli.gan.engine import step_optimizer
 from ohlora_cli.gan.loss import StyleGANLoss
-from ohlora_cli.gan.train import step_optimizer
 
 from .conftest import tiny_D, tiny_G, tiny_recipe, write_dataset
 
 
 def run(recipe, *overrides, resume=False, dry_run=False):
-    train.run(str(recipe), list(overrides), dry_run=dry_run, resume=resume, skip_doctor=True, nproc=None)
+    train_gan.run(str(recipe), list(overrides), dry_run=dry_run, resume=resume, skip_doctor=True, nproc=None)
 
 
 def stats(folder):
@@ -70,8 +72,10 @@ def test_training_run_writes_every_artifact(tmp_path, capsys):
 def test_default_freezing_is_oh_lora_v1(tmp_path):
     """Default prefixes: G trains its mapping network only, D its last three layers only."""
     recipe = tiny_recipe(tmp_path, kimg=0.016)
-    text = recipe.read_text().replace('  g_trainable: ["*"]\n', "").replace('  d_trainable: ["*"]\n', "")
-    recipe.write_text(text.replace("checkpoint_kimg: 0.032", "checkpoint_kimg: 0.008"))
+    data = yaml.safe_load(recipe.read_text())
+    del data["train"]["g_trainable"], data["train"]["d_trainable"]  # the defaults
+    data["train"]["checkpoint_kimg"] = 0.008
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
     run(recipe)
     first, last = (tensors(p) for p in ckpt.list_checkpoints(tmp_path / "run"))
     changed = {k for k in first if k.startswith(("G.", "D.")) and not torch.equal(first[k], last[k])}
@@ -272,7 +276,8 @@ def test_two_process_gloo_run(tmp_path):
 
 def test_ohlora_v1_recipe_selects_oh_lora_layers(tmp_path, capsys):
     from ohlora_cli import recipes
-    from ohlora_cli.gan.train import build_networks, set_trainable
+    from ohlora_cli.gan.engine import set_trainable
+    from ohlora_cli.gan.networks import build_networks
 
     recipe = recipes.load("gan-ohlora-v1")
     with torch.device("meta"):

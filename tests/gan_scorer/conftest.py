@@ -5,10 +5,10 @@ import csv
 import random
 
 import pytest
-import yaml
+from gan_recipes import write_gan_recipe
 
+from ohlora_cli.commands.train_gan import run
 from ohlora_cli.gan import synthetic
-from ohlora_cli.gan.train import run
 
 MODEL = dict(resolution=16, z_dim=32, w_dim=64, label_dim=8, mapping_layers=2, mapping_lr_mul=0.1,
              fmaps_base=512, fmaps_max=64, label_projection=True)
@@ -19,15 +19,9 @@ TRAIN = dict(batch_size=32, device="cpu", optimizer="adam", betas=[0.0, 0.99], l
 
 
 def write_recipe(path, *, output_dir, csv_path, train, model=None, standardize=True):
-    recipe = {
-        "kind": "gan", "output_dir": str(output_dir), "seed": 0,
-        "data": {"csv": str(csv_path), "label_columns": ["brightness", "position"],
-                 "standardize_labels": standardize},
-        "model": {**MODEL, **(model or {})},
-        "train": {**TRAIN, **train},
-    }
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return str(path)
+    return str(write_gan_recipe(path, output_dir=output_dir, csv_path=csv_path,
+                                label_columns=["brightness", "position"], model={**MODEL, **(model or {})},
+                                train={**TRAIN, **train}, data={"standardize_labels": standardize}))
 
 
 def train_gan(recipe_path, *overrides, resume=False):

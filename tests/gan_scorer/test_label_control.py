@@ -5,8 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ohlora_cli.gan import label_control
-from ohlora_cli.gan.train import build_networks, label_control_hook, prepare
+from ohlora_cli import recipes
+from ohlora_cli.gan import engine, label_control
+from ohlora_cli.gan.engine import label_control_hook
+from ohlora_cli.gan.networks import build_networks
 
 from .conftest import write_recipe
 
@@ -80,7 +82,8 @@ def test_training_runs_sweep_raw_labels_around_the_data(blobs, scorer_run, tmp_p
     recipe = write_recipe(tmp_path / "r.yaml", output_dir=tmp_path / "out", csv_path=blobs / "labels.csv",
                           model={"scorer": str(scorer_run)}, standardize=False,
                           train={"method": "adversarial", "label_control": {"steps": 3, "samples": 2}})
-    ctx = prepare(recipe, [], dry_run=False, resume=False, skip_doctor=True)
+    ctx = engine.plan_run(recipes.load(str(recipe), expect_kind="gan"), resume=False)
+    engine.read_data(ctx, dry_run=False)
     G, _ = build_networks(ctx.recipe, 2)
     result = label_control_hook(ctx, torch.device("cpu"))(G, 0)
     raw = ctx.table.labels  # brightness and position in CSV units, not around 0 +- 1

@@ -7,7 +7,7 @@ from ohlora_cli.errors import CheckpointError
 from ohlora_cli.gan import label_control
 from ohlora_cli.gan import scorer as sc
 from ohlora_cli.gan.config import GanRecipe
-from ohlora_cli.gan.train import build_networks
+from ohlora_cli.gan.networks import build_networks
 
 
 def recipe(method, scorer=None, resolution=256):

@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 from ohlora_cli.cli import app
 from ohlora_cli.errors import Interrupted, RecipeError
 from ohlora_cli.gan import checkpoint as ckpt
+from ohlora_cli.gan import engine
 from ohlora_cli.gan import scorer as sc
-from ohlora_cli.gan import train as gan_train
+from ohlora_cli.gan.methods import scorer as scorer_method
 
 from .conftest import train_gan, write_recipe
 
@@ -29,7 +30,7 @@ def test_regression_ctrl_c_saves_and_exits_130(blobs, scorer_run, shuffled_run, 
     recipe = write_recipe(tmp_path / "r.yaml", output_dir=tmp_path / "out", csv_path=blobs / "labels.csv",
                           model={"checkpoint": str(ckpt.latest_checkpoint(shuffled_run)), "scorer": str(scorer_run)},
                           train={"method": "property-regression", "kimg": 1})
-    monkeypatch.setattr(gan_train, "stop_agreed", stop_at_call(3))  # read by train.stop_if_agreed
+    monkeypatch.setattr(engine, "stop_agreed", stop_at_call(3))  # read by engine.stop_if_agreed
     result = CliRunner().invoke(app, ["train-gan", recipe, "--skip-doctor"])
     assert result.exit_code == 130, result.output
     saved = ckpt.latest_checkpoint(tmp_path / "out")
@@ -48,7 +49,7 @@ def test_scorer_interrupt_and_resume_match_the_straight_run(blobs, tmp_path, mon
     train_gan(scorer_recipe(tmp_path / "a" / "r.yaml", blobs))
 
     recipe = scorer_recipe(tmp_path / "b" / "r.yaml", blobs)
-    monkeypatch.setattr(sc, "stop_agreed", stop_at_call(25))  # 16 steps per epoch: mid epoch 1
+    monkeypatch.setattr(scorer_method, "stop_agreed", stop_at_call(25))  # 16 steps per epoch: mid epoch 1
     with pytest.raises(Interrupted, match="the best scorer so far"):
         train_gan(recipe)
     assert sc.state_path(tmp_path / "b" / "out").is_file()

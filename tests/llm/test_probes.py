@@ -54,7 +54,7 @@ def test_data_probe_warns_without_validation_rows_and_end_marker(tmp_path):
 def test_one_gpu_unless_ddp(monkeypatch, tmp_path):
     import torch
 
-    from ohlora_cli.llm.train import one_gpu_unless_ddp
+    from ohlora_cli.commands.train_llm import one_gpu_unless_ddp
 
     recipe = recipes.load(str(write_recipe(tmp_path)), expect_kind="llm")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -68,9 +68,9 @@ def data(recipe, ctx) -> list[Finding]:
                                     "sweeps run from -2 to +2 in label units", where="data.standardize_labels",
                                     hint="Set data.standardize_labels: true (the statistics are saved in the checkpoint)."))
     if recipe.model.checkpoint:
-        from ...gan.train import _check_start_checkpoint
+        from ...gan.checkpoint import check_start_checkpoint
 
-        _check_start_checkpoint(recipe, len(table.label_names))
+        check_start_checkpoint(recipe, len(table.label_names))
         findings.append(Finding(check, Status.PASS, f"model.checkpoint {recipe.model.checkpoint} fits the recipe's "
                                 "networks (label-dependent layers will be re-initialised)", where="model.checkpoint"))
     return findings
@@ -118,7 +118,7 @@ def dtype_mismatch(recipe, ctx) -> list[Finding]:
 
     from ...gan.data import GanDataset, iter_batches
     from ...gan.loss import StyleGANLoss
-    from ...gan.train import build_networks
+    from ...gan.networks import build_networks
     from ...runtime import dist
 
     check = "dtype-mismatch"

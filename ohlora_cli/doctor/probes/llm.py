@@ -41,12 +41,13 @@ def _config(recipe, tokenizer, source: str):
 
 
 def _batch(recipe, tokenizer, rows, size: int):
-    """One padded batch of real examples with answer-only labels, as the trainer builds it."""
-    import torch
+    """One batch of real examples with answer-only labels, padded by trl's own collator (the one
+    SFTTrainer uses): prompt tokens and padding are -100 in the labels."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from ...llm import data as llm_data
 
-    ids, labels = [], []
+    examples = []
     for row in rows[:size]:
         prompt, completion = llm_data.prompt_and_completion(row.input, row.output, recipe.data)
         if recipe.data.chat_template:
@@ -55,14 +56,9 @@ def _batch(recipe, tokenizer, rows, size: int):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         full = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         full = full[: recipe.data.max_length]
-        ids.append(full)
-        labels.append([-100] * len(prompt_ids) + full[len(prompt_ids):])
-    width = max(len(x) for x in ids)
+        examples.append({"input_ids": full, "labels": [-100] * len(prompt_ids) + full[len(prompt_ids):]})
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
-    label_ids = torch.tensor([y + [-100] * (width - len(y)) for y in labels])
-    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": label_ids}
+    return DataCollatorForLanguageModeling(pad_token_id=pad)(examples)
 
 
 def data(recipe, ctx) -> list[Finding]:
@@ -104,14 +100,14 @@ def dtype_mismatch(recipe, ctx) -> list[Finding]:
 
     train_rows, _, tokenizer, source = _checked(recipe, ctx)
     config = _config(recipe, tokenizer, source)
-    precision = recipe.train.precision
-    if precision == "auto":
-        precision = "fp32" if recipe.train.device == "cpu" or not torch.cuda.is_available() else "bf16-or-fp16"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    if precision == "bf16-or-fp16":
-        from ...runtime.devices import bf16_supported
+    from ...errors import OhloraError
+    from ...runtime.devices import choose_precision, resolve_device, weights_dtype
 
-        dtype = torch.bfloat16 if bf16_supported(torch.device("cuda", 0)) else torch.float16
+    try:
+        precision = choose_precision(recipe.train.precision, resolve_device(recipe.train.device))
+    except OhloraError:  # the precision check reports it; probe the float32 path meanwhile
+        precision = "fp32"
+    dtype = weights_dtype(precision)
     world = ctx.gpus if ctx.gpus and ctx.gpus > 1 else 1
     per_device, _ = dist.split_batch(recipe.train.batch_size, world, max_per_device=recipe.train.max_device_batch)
     with torch.device("meta"):

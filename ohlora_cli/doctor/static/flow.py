@@ -1243,29 +1243,14 @@ class Interpreter:
     # -- methods -------------------------------------------------------------------------------
 
     def method(self, owner, name: str, args, kwargs, node: ast.AST, frame: Frame, receiver=None):
+        """``owner.name(*args, **kwargs)``: what it records on the way, then what it returns."""
         if name == "backward":
-            self.trains(Seq((owner, *args)))  # loss.backward(), or engine.backward(loss)
-            if isinstance(owner, T) and not owner.req and isinstance(receiver, (ast.Name, ast.Attribute)):
-                # .backward() raises on a tensor without a graph: past this line it certainly has one.
-                self.assign(receiver, replace(owner, req=True), frame, node)
-            return NONE
-        if isinstance(node, ast.Call):
-            self._inplace_buffer(node, frame, args)
-            if name == "cuda" or (name == "to" and self._cuda_arg(node, frame)):
-                self.cuda_event(node, frame, f".{name}({'cuda' if name == 'to' else ''})")
-        if name in ("append", "extend", "insert", "add") and args and receiver is not None \
-                and self._persists(receiver, frame):
-            kept = self._check_retention(args[-1], node, frame, ast.unparse(node), self._grows(receiver, frame))
-            args = [*args[:-1], kept]
-        if isinstance(owner, (Mod, Inst)) and owner.obj is not None and name in owner.obj.attrs:
-            return self._call_attribute(owner, owner.obj.attrs[name], args, kwargs, node, frame)
+            return self._backward(owner, args, node, frame, receiver)
+        args = self._method_events(owner, name, args, node, frame, receiver)
+        if isinstance(owner, (Mod, Inst)) and owner.obj is not None:
+            return self._object_method(owner, name, args, kwargs, node, frame, receiver)
         if isinstance(owner, Mod):
             return self._module_method(owner, name, args, kwargs, node, frame, receiver)
-        if isinstance(owner, Inst):
-            found = self.project.find_method(owner.obj.cls, name)
-            if found is not None:
-                return self.call_function(found[0].module, found[1], args, kwargs, owner, where(frame.module, node))
-            return self._unseen(args, kwargs, node, frame)
         if isinstance(owner, (Seq, Items)):
             return self._list_method(owner, name, args, node, frame, receiver)
         if isinstance(owner, DictV):
@@ -1277,12 +1262,42 @@ class Interpreter:
             if found is not None:
                 return self.call_function(found[0].module, found[1], args, kwargs, None, where(frame.module, node))
             return UNKNOWN
-        if isinstance(owner, T):
+        if isinstance(owner, T) or (isinstance(owner, Unknown) and name in ("double", "float", "to", "type", "astype",
+                                                                           "half", "long")):
             return self._tensor_method(owner, name, args, kwargs, node, frame)
         if isinstance(owner, Const) and isinstance(owner.value, str):
             return Const("") if name in ("format", "join", "strip", "lower", "upper", "replace") else UNKNOWN
-        if isinstance(owner, Unknown) and name in ("double", "float", "to", "type", "astype", "half", "long"):
-            return self._tensor_method(owner, name, args, kwargs, node, frame)
+        return self._unseen(args, kwargs, node, frame)
+
+    def _backward(self, owner, args, node, frame: Frame, receiver):
+        self.trains(Seq((owner, *args)))  # loss.backward(), or engine.backward(loss)
+        if isinstance(owner, T) and not owner.req and isinstance(receiver, (ast.Name, ast.Attribute)):
+            # .backward() raises on a tensor without a graph: past this line it certainly has one.
+            self.assign(receiver, replace(owner, req=True), frame, node)
+        return NONE
+
+    def _method_events(self, owner, name: str, args, node, frame: Frame, receiver) -> list:
+        """In-place buffer updates, moves to CUDA, and graphs kept by an accumulator; returns the
+        arguments (an accumulated graph is tagged so that reaching .backward() later clears it)."""
+        if isinstance(node, ast.Call):
+            self._inplace_buffer(node, frame, args)
+            if name == "cuda" or (name == "to" and self._cuda_arg(node, frame)):
+                self.cuda_event(node, frame, f".{name}({'cuda' if name == 'to' else ''})")
+        if name in ("append", "extend", "insert", "add") and args and receiver is not None \
+                and self._persists(receiver, frame):
+            kept = self._check_retention(args[-1], node, frame, ast.unparse(node), self._grows(receiver, frame))
+            args = [*args[:-1], kept]
+        return args
+
+    def _object_method(self, owner, name: str, args, kwargs, node, frame: Frame, receiver):
+        """A method of an instance of one of the script's own classes."""
+        if name in owner.obj.attrs:
+            return self._call_attribute(owner, owner.obj.attrs[name], args, kwargs, node, frame)
+        if isinstance(owner, Mod):
+            return self._module_method(owner, name, args, kwargs, node, frame, receiver)
+        found = self.project.find_method(owner.obj.cls, name)
+        if found is not None:
+            return self.call_function(found[0].module, found[1], args, kwargs, owner, where(frame.module, node))
         return self._unseen(args, kwargs, node, frame)
 
     def _call_attribute(self, owner, callee, args, kwargs, node, frame: Frame):
@@ -1295,10 +1310,10 @@ class Interpreter:
         return self.call_resolved(callee, args, kwargs, node, frame)
 
     def _module_method(self, mod: Mod, name, args, kwargs, node, frame: Frame, receiver=None):
-        obj = mod.obj
-        if name in ("add_module", "register_module") and obj is not None and len(args) > 1 and isinstance(node, ast.Call):
-            obj.attrs[_attr_key(node.args[0], args[0])] = args[1]
-            return NONE
+        """``nn.Module`` methods: registering submodules and buffers, the mode and the dtype, the
+        forward pass; a library model's other methods (save_pretrained, ...) are not forward passes."""
+        if name in ("add_module", "register_module", "register_buffer", "register_parameter"):
+            return self._register(mod, name, args, node)
         if name == "__getattr__" and isinstance(node, ast.Call) and node.args:
             return self.dynamic_attribute(mod, node.args[0], args[0])
         if mod.builtin in ("Sequential", "ModuleList") and name in ("append", "extend", "insert") and args:
@@ -1307,45 +1322,52 @@ class Interpreter:
             if isinstance(receiver, (ast.Name, ast.Attribute)):
                 self.assign(receiver, grown, frame, node)
             return NONE
-        if name in ("eval", "train"):
-            first = node.args[0] if isinstance(node, ast.Call) and node.args else None
-            training = name == "train" and _const(first) is not False
-            if obj is not None:
-                obj.training = training
-            return mod
-        if name in ("double", "float", "half", "bfloat16") or (name in ("to", "type") and self._call_dtype(node, frame)):
-            to_f64 = name == "double" or (name in ("to", "type") and self._call_dtype(node, frame) == "f64")
-            if obj is not None:
-                obj.f64 = to_f64
-                return mod
-            return replace(mod, f64=to_f64)
-        if name in MODULE_METHODS_SELF:
-            return mod
+        if name in ("eval", "train", "double", "float", "half", "bfloat16", "to", "type") or name in MODULE_METHODS_SELF:
+            return self._module_state(mod, name, node, frame)
         if name == "generate":
             return T("tensor", "int")  # Hugging Face generate() runs under torch.no_grad()
         if name in ("parameters", "buffers"):
             return Items(T("tensor", "f64" if mod.is_f64 else "f32", param="weight"))
-        if name == "register_buffer" and obj is not None and len(args) > 1:
-            key = _const(node.args[0]) if isinstance(node, ast.Call) and node.args else None
-            if isinstance(key, str):
-                value = args[1]
-                obj.attrs[key] = replace(value, buffer=True) if isinstance(value, T) else value
-                obj.buffers.add(key)
-            return NONE
-        if name == "register_parameter" and obj is not None and len(args) > 1:
-            key = _const(node.args[0]) if isinstance(node, ast.Call) and node.args else None
-            if isinstance(key, str):
-                obj.attrs[key] = args[1]
-            return NONE
         if name in ("forward", "__call__"):
             return self.call_module(mod, args, kwargs, node, frame)
-        if obj is not None:
-            found = self.project.find_method(obj.cls, name)
-            if found is not None:
-                return self.call_function(found[0].module, found[1], args, kwargs, mod, where(frame.module, node))
-        # A library model's own methods (save_pretrained, print_trainable_parameters, ...) are not
-        # forward passes of the script's.
+        found = self.project.find_method(mod.obj.cls, name) if mod.obj is not None else None
+        if found is not None:
+            return self.call_function(found[0].module, found[1], args, kwargs, mod, where(frame.module, node))
         return UNKNOWN
+
+    def _register(self, mod: Mod, name: str, args, node):
+        """``add_module`` / ``register_buffer`` / ``register_parameter``: an attribute by name."""
+        obj = mod.obj
+        if obj is None or len(args) < 2 or not isinstance(node, ast.Call) or not node.args:
+            return NONE
+        if name in ("add_module", "register_module"):
+            obj.attrs[_attr_key(node.args[0], args[0])] = args[1]
+            return NONE
+        key = _const(node.args[0])
+        if isinstance(key, str):
+            value = args[1]
+            if name == "register_buffer":
+                value = replace(value, buffer=True) if isinstance(value, T) else value
+                obj.buffers.add(key)
+            obj.attrs[key] = value
+        return NONE
+
+    def _module_state(self, mod: Mod, name: str, node, frame: Frame):
+        """``.train()`` / ``.eval()``, ``.double()`` / ``.to(dtype)``, ``.to(device)``: the same module."""
+        obj = mod.obj
+        if name in ("eval", "train"):
+            first = node.args[0] if isinstance(node, ast.Call) and node.args else None
+            if obj is not None:
+                obj.training = name == "train" and _const(first) is not False
+            return mod
+        dtype = self._call_dtype(node, frame) if name in ("to", "type") else None
+        if name in ("double", "float", "half", "bfloat16") or dtype:
+            to_f64 = name == "double" or dtype == "f64"
+            if obj is not None:
+                obj.f64 = to_f64
+                return mod
+            return replace(mod, f64=to_f64)
+        return mod
 
     def _list_method(self, owner, name, args, node, frame: Frame, receiver):
         if name in ("append", "add", "insert") and args:

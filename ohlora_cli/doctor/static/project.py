@@ -142,26 +142,35 @@ class Project:
                 self._sys_path_entry(module, node)
         for node in imports:
             if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.asname:
-                        self._alias(module, alias.asname, alias.name)
-                    else:
-                        top = alias.name.split(".")[0]
-                        self._alias(module, top, top)
-                    self.load(alias.name)
-            elif isinstance(node, ast.ImportFrom):
-                source = self._absolute(module, node)
-                for alias in node.names:
-                    if alias.name == "*":
-                        self._star_import(module, source)
-                        continue
-                    qualified = f"{source}.{alias.name}" if source else alias.name
-                    self._alias(module, alias.asname or alias.name, qualified)
-                    # ``from pkg import submodule`` imports a module, not a name.
-                    if self.find_local(qualified) is not None:
-                        self.load(qualified)
-                if source:
-                    self.load(source)
+                self._index_import(module, node)
+            else:
+                self._index_import_from(module, node)
+        self._index_definitions(module)
+
+    def _index_import(self, module: Module, node: ast.Import) -> None:
+        for alias in node.names:
+            if alias.asname:
+                self._alias(module, alias.asname, alias.name)
+            else:
+                top = alias.name.split(".")[0]
+                self._alias(module, top, top)
+            self.load(alias.name)
+
+    def _index_import_from(self, module: Module, node: ast.ImportFrom) -> None:
+        source = self._absolute(module, node)
+        for alias in node.names:
+            if alias.name == "*":
+                self._star_import(module, source)
+                continue
+            qualified = f"{source}.{alias.name}" if source else alias.name
+            self._alias(module, alias.asname or alias.name, qualified)
+            # ``from pkg import submodule`` imports a module, not a name.
+            if self.find_local(qualified) is not None:
+                self.load(qualified)
+        if source:
+            self.load(source)
+
+    def _index_definitions(self, module: Module) -> None:
         for stmt in module.tree.body:
             if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 module.functions[stmt.name] = stmt
@@ -286,37 +295,42 @@ def _static_path(module: Module, expr: ast.AST, depth: int = 0) -> Path | None:
     """The folder a path expression names, when it depends on ``__file__`` and constants only."""
     if depth > 12:
         return None
-    recurse = lambda e: _static_path(module, e, depth + 1)  # noqa: E731
     if isinstance(expr, ast.Name):
         if expr.id == "__file__":
             return module.path
         for stmt in module.tree.body:
             if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
                     and stmt.targets[0].id == expr.id):
-                return recurse(stmt.value)
+                return _static_path(module, stmt.value, depth + 1)
         return None
     if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
         return Path(expr.value)
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Div, ast.Add)):
-        left, right = recurse(expr.left), recurse(expr.right)
+        left, right = _static_path(module, expr.left, depth + 1), _static_path(module, expr.right, depth + 1)
         if left is None or right is None:
             return None
         return left / right if isinstance(expr.op, ast.Div) else Path(str(left) + str(right))
     if isinstance(expr, ast.Attribute) and expr.attr == "parent":
-        inner = recurse(expr.value)
+        inner = _static_path(module, expr.value, depth + 1)
         return inner.parent if inner is not None else None
     if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Attribute) and expr.value.attr == "parents" \
             and isinstance(expr.slice, ast.Constant) and isinstance(expr.slice.value, int):
-        inner = recurse(expr.value.value)
+        inner = _static_path(module, expr.value.value, depth + 1)
         return inner.resolve().parents[expr.slice.value] if inner is not None else None
-    if not isinstance(expr, ast.Call):
-        return None
+    if isinstance(expr, ast.Call):
+        return _static_path_call(module, expr, depth)
+    return None
+
+
+def _static_path_call(module: Module, expr: ast.Call, depth: int) -> Path | None:
+    """``os.path.dirname`` / ``abspath`` / ``join``, ``Path(...)``, ``.resolve()``, ``str(...)``."""
     name = expr.func.attr if isinstance(expr.func, ast.Attribute) else getattr(expr.func, "id", "")
-    args = [recurse(a) for a in expr.args]
-    if name in ("dirname",) and len(args) == 1 and args[0] is not None:
+    args = [_static_path(module, a, depth + 1) for a in expr.args]
+    if name == "dirname" and len(args) == 1 and args[0] is not None:
         return args[0].parent
     if name in ("abspath", "realpath", "normpath", "resolve", "absolute", "expanduser"):
-        target = args[0] if args else recurse(expr.func.value) if isinstance(expr.func, ast.Attribute) else None
+        target = args[0] if args else (_static_path(module, expr.func.value, depth + 1)
+                                       if isinstance(expr.func, ast.Attribute) else None)
         return Path(os.path.normpath(target.resolve())) if target is not None else None
     if name == "join" and args and all(a is not None for a in args):
         return Path(os.path.normpath(os.path.join(*map(str, args))))

@@ -1,4 +1,4 @@
-"""The unsloth backend's process: ``python -m ohlora_cli.llm.unsloth_worker RECIPE.yaml [--resume] [--merge] [--verbose]``.
+"""The unsloth backend's process: ``python -m ohlora_cli.commands.unsloth_worker RECIPE.yaml [--resume] [--merge] [--verbose]``.
 
 unsloth patches transformers, trl and peft when it is imported, so it must come first, and only in
 a process that trains with it. ``ohlora train-llm`` starts this module after its checks and preflight,
@@ -21,10 +21,10 @@ import unsloth  # noqa: E402, F401, I001  (before transformers / trl / peft: it 
 
 import typer  # noqa: E402
 
-from ohlora_cli.cli import _guard  # noqa: E402
+from ohlora_cli.commands.guard import guard  # noqa: E402
 
 
-@_guard
+@guard
 def main(recipe_path: str, resume: bool, merge: bool) -> None:
     from ohlora_cli import recipes
     from ohlora_cli.llm.train import check_data, make_plan, train
