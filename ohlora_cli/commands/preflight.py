@@ -1,4 +1,7 @@
-"""The doctor's preflight before a launch (rank 0, unless ``--skip-doctor``)."""
+"""The doctor's preflight before a launch (rank 0, unless ``--skip-doctor``).
+
+The doctor is imported only when the preflight runs (not with ``--skip-doctor``).
+"""
 
 from __future__ import annotations
 

@@ -8,6 +8,9 @@
 3. ``--dry-run`` prints the plan and the resolved recipe and stops: it writes nothing.
 4. output_dir is claimed (``recipe.yaml``, ``doctor.json``). With ``--nproc N`` outside torchrun
    the same command is relaunched under torchrun; otherwise ``train.method`` trains.
+
+The engine is imported inside ``run``, after the recipe checks, so a bad recipe is answered
+before torch loads.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ The recipe is validated, every data row read and measured in tokens, and the pla
 ``train.batch_size``); the doctor's preflight runs; then the engine (``ohlora_cli.llm.train``)
 trains: in this process for ``hf``, in a fresh process that imports unsloth first for ``unsloth``
 (``commands.unsloth_worker``), under torchrun for ``--nproc N``.
+
+The engine is imported inside ``run``, after the recipe checks, so a bad recipe is answered
+before torch loads.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ per label (with PIL: no plotting library needed).
 The sweep is in the generator's label space. With standardised labels (Oh-LoRA's z-scores) that
 is -2..+2 itself; with raw labels pass ``center`` / ``scale`` (the dataset's mean and std) and the
 sweep becomes ``center + t * scale`` for t in -2..+2.
+
+rich and the file helpers are imported where they are used, so the metrics load light.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ centre as a fraction of the width, 0.2 to 0.8). The blob's hue and height vary f
 generator also has to use its latent. Labels come from a clipped normal, so z-scores from -2 to
 +2 stay in range. The hues keep a constant channel sum, so both labels can be read off the pixels
 by a linear model (what the learning test and ``label_probe`` rely on).
+
+torch (through ``grid``) loads only for ``label_probe``: the doctor reads ``pending_build``
+without it.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 ``hf``: transformers + peft. ``unsloth``: FastLanguageModel; only called inside the unsloth
 worker process, which imported unsloth before anything else (it patches transformers, trl and
 peft on import). Both return a PEFT model and its tokenizer; trl's SFTTrainer does the rest.
+
+torch, transformers, peft and unsloth are imported inside the functions: importing this module
+is light.
 """
 
 from __future__ import annotations

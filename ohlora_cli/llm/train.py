@@ -1,10 +1,10 @@
-"""``ohlora train-llm``: SFT + LoRA with trl's SFTTrainer, backend hf or unsloth.
+"""The LLM engine: SFT + LoRA with trl's SFTTrainer, backend hf or unsloth.
 
-``run`` validates the recipe, reads and checks every data row, derives the plan (devices,
-precision, per-device batch and gradient accumulation from the GLOBAL train.batch_size), runs
-the doctor's preflight and then trains: in this process for ``hf``, in a fresh process that
-imports unsloth first for ``unsloth``, under torchrun for ``--nproc N``. ``train`` is the
-training recipe itself, read top to bottom: setup / train / save / cleanup.
+``check_data`` reads and checks every data row and measures it in tokens; ``make_plan`` derives the
+plan (devices, precision, per-device batch and gradient accumulation from the GLOBAL
+``train.batch_size``); ``train`` is the training recipe itself, read top to bottom: setup / train /
+save / cleanup. ``ohlora_cli.commands.train_llm`` drives them. torch, transformers and trl are
+imported inside the functions, so the doctor can read the data without them.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@
   the pipeline's own sampling function (``grid.label_sweep``) twice, and through one training
   forward that tracks ``w_avg``. Autograd's saved-tensor hook must see nothing during sampling,
   no output or buffer may carry ``grad_fn``, and live tensor memory must not grow between calls.
+
+Import-light: the GAN engine's modules and torch are imported inside the probes, when they run.
 """
 
 from __future__ import annotations

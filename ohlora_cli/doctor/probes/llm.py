@@ -10,6 +10,9 @@
 - ``grad_inference``: a shrunken copy of the architecture (random weights, real tokenizer) answers
   two validation prompts through the run's own generation function, twice; autograd's
   saved-tensor hook must see nothing, and the model must come back in the mode it was in.
+
+Import-light: the LLM engine's modules, torch and transformers are imported inside the probes,
+when they run.
 """
 
 from __future__ import annotations
