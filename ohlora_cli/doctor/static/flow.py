@@ -667,9 +667,11 @@ class Interpreter:
         value = self.eval(node.operand, frame)
         return UNKNOWN if isinstance(node.op, ast.Not) else value
 
-    def _expr_Tuple(self, node, frame: Frame):
+    def _elements(self, nodes: list, frame: Frame) -> tuple[list, bool]:
+        """The values of ``a, *b, c`` (a tuple or list display, or positional arguments), and whether a
+        starred part of unknown length stood among them (its element stands in for it)."""
         items, spread = [], False
-        for e in node.elts:
+        for e in nodes:
             if isinstance(e, ast.Starred):
                 inner = self.eval(e.value, frame)
                 if isinstance(inner, Seq):
@@ -679,6 +681,10 @@ class Interpreter:
                     spread = True
             else:
                 items.append(self.eval(e, frame))
+        return items, spread
+
+    def _expr_Tuple(self, node, frame: Frame):
+        items, spread = self._elements(node.elts, frame)
         if spread:
             return Items(join_all(items))
         if isinstance(node, ast.List) and items and all(isinstance(i, T) and i.kind in ("num", "pyfloat")
@@ -1035,16 +1041,7 @@ class Interpreter:
         return self.call_value(self.eval(func, frame), node, frame)
 
     def arguments(self, node: ast.Call, frame: Frame) -> tuple[list, dict]:
-        args = []
-        for a in node.args:
-            if isinstance(a, ast.Starred):
-                value = self.eval(a.value, frame)
-                if isinstance(value, Seq):
-                    args.extend(value.items)
-                else:
-                    args.append(self.iterate(value))
-            else:
-                args.append(self.eval(a, frame))
+        args, _ = self._elements(node.args, frame)
         kwargs = {}
         for kw in node.keywords:
             value = self.eval(kw.value, frame)
