@@ -167,6 +167,10 @@ class GanTrain(Section):
     keep_checkpoints: int = Field(3, ge=0, description="keep the newest N checkpoints (0 = keep all)")
     grid_steps: int = Field(7, ge=2, description="columns of the grid: label values from -2 to +2")
     grid_rows_per_label: int = Field(2, ge=1, description="fixed z rows per swept label in the grid")
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(
+        [], description="experiment trackers: tensorboard (event files in output_dir/tb: the stats.jsonl figures "
+        "by optimizer step, the grids and the label-control plots) and/or wandb (when installed; its files in "
+        "output_dir/wandb)")
     scorer: ScorerTrain = Field(default_factory=ScorerTrain)
     regression: RegressionTrain = Field(default_factory=RegressionTrain)
     label_control: LabelControlEval = Field(default_factory=LabelControlEval)

@@ -41,11 +41,12 @@ from ..runtime.devices import autocast_dtype, choose_precision, resolve_device
 from ..runtime.files import append_jsonl, write_json, write_text
 from ..runtime.seeding import capture_rng, restore_rng, seed_everything
 from ..runtime.signals import StopRequest
+from ..runtime.trackers import Trackers, check_report_to
 from . import checkpoint as ckpt
 from . import label_control
 from .config import GanRecipe
 from .data import GanDataset, LabelTable, iter_batches, read_table, scan_images
-from .grid import fixed_z, label_sweep, save_grid
+from .grid import fixed_z, label_sweep, save_grid, sweep_captions, sweep_values
 from .networks import Generator, build_networks
 from .scorer import check_recipe as check_scorer_recipe
 from .scorer import in_label_space, load_scorer, state_path
@@ -72,6 +73,8 @@ class RunContext:
     table: LabelTable | None = None  # None until read_data (and in a dry run whose data is not built)
     scan: dict | None = None
     resume_from: Path | None = None
+    trackers: Trackers | None = field(default=None, repr=False)  # train.report_to's, opened on rank 0
+    tracked_step: int = 0  # the optimizer step of the last stats line sent to the trackers
 
     @property
     def is_main(self) -> bool:
@@ -107,8 +110,31 @@ class RunContext:
                             world=self.env.world_size, num_workers=self.recipe.data.num_workers)
 
     def log(self, record: dict) -> None:
-        if self.is_main:
-            append_jsonl(self.out / "stats.jsonl", record)
+        """A stats.jsonl line (rank 0), also sent to the trackers of ``train.report_to`` (plotted by
+        optimizer step: the record's ``step``, else the last one seen)."""
+        if not self.is_main:
+            return
+        append_jsonl(self.out / "stats.jsonl", record)
+        if self.open_trackers() is not None:
+            self.tracked_step = int(record.get("step", self.tracked_step))
+            self.trackers.scalars(record, self.tracked_step)
+
+    def open_trackers(self) -> Trackers | None:
+        """The run's trackers (rank 0, opened on first use, so a dry run opens none), or None."""
+        if self.trackers is None and self.is_main and self.recipe.train.report_to:
+            self.trackers = Trackers(self.recipe.train.report_to, self.out, run_name=self.out.name,
+                                              config=self.recipe.model_dump(mode="json"))
+        return self.trackers
+
+    def track_image(self, tag: str, path: Path | None, step: int) -> None:
+        """A PNG the run wrote (grid, label-control plot), to the trackers when there are any."""
+        if path is not None and self.open_trackers() is not None:
+            self.trackers.image(tag, path, step)
+
+    def close_trackers(self) -> None:
+        if self.trackers is not None:
+            self.trackers.close()
+            self.trackers = None
 
 
 # ---------------------------------------------------------------------------- before training
@@ -127,6 +153,7 @@ def plan_run(recipe: GanRecipe, *, resume: bool, planned_world: int | None = Non
     # What the run will write, checked before anything is: output_dir is a new folder or an ohlora
     # run's, and the synthetic data is built only into a folder it may build into.
     builds.check_output_dir(out_dir)
+    check_report_to(recipe.train.report_to)
     build = pending_build(recipe.data)
     resume_from = _resume_point(recipe, out_dir, resume)
     if recipe.model.checkpoint and not resume:
@@ -257,10 +284,17 @@ def step_optimizer(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter],
 
 
 def write_grid(ctx: RunContext, G_ema: Generator, z: torch.Tensor, cur_nimg: int) -> Path:
-    """The snapshot grid (and ``grid-latest.png``): each row sweeps one label."""
-    images, rows, cols = label_sweep(G_ema, z, steps=ctx.recipe.train.grid_steps)
-    path = save_grid(images, rows, cols, ctx.out / "grids" / f"grid-{cur_nimg / 1000:09.3f}kimg.png")
-    save_grid(images, rows, cols, ctx.out / "grid-latest.png")
+    """The snapshot grid (and ``grid-latest.png``): each row sweeps one label, whose name is drawn
+    left of the row; each column's value (-2..+2, the generator's label units) above it."""
+    steps = ctx.recipe.train.grid_steps
+    images, rows, cols = label_sweep(G_ema, z, steps=steps)
+    captions = {}
+    if G_ema.label_dim:
+        names = G_ema.label_names or [f"label{i}" for i in range(G_ema.label_dim)]
+        row_captions, col_captions = sweep_captions(names, len(z), sweep_values(steps))
+        captions = {"row_captions": row_captions, "col_captions": col_captions}
+    path = save_grid(images, rows, cols, ctx.out / "grids" / f"grid-{cur_nimg / 1000:09.3f}kimg.png", **captions)
+    save_grid(images, rows, cols, ctx.out / "grid-latest.png", **captions)
     return path
 
 
@@ -278,6 +312,11 @@ def label_control_hook(ctx: RunContext, device: torch.device):
                                           kimg=cur_nimg / 1000, labels=labels, device=device)
 
     return evaluate
+
+
+def control_plot(ctx: RunContext, cur_nimg: int) -> Path:
+    """Where ``label_control.evaluate_run`` draws the plot of the evaluation at ``cur_nimg``."""
+    return ctx.out / "label_control" / f"label-control-{label_control.kimg_tag(cur_nimg / 1000)}.png"
 
 
 def _matches(name: str, prefixes: list[str]) -> bool:
@@ -541,6 +580,7 @@ class _Loop:
         finally:
             if self.progress is not None:
                 self.progress.stop()
+            ctx.close_trackers()
 
     def step(self) -> None:
         ctx, nets, t, c = self.ctx, self.nets, self.t, self.c
@@ -623,14 +663,17 @@ class _Loop:
         if self.log_at.due(c["cur_nimg"]) or last:
             lrs = {f"{n.lower()}_lr": nets.lrs[n] * factor for n in ("G", "D") if nets.opts[n] is not None}
             record = self.tick.record(c["step"], c["cur_nimg"], lrs, ema_beta, self.start_time, mean_fn=self.mean)
+            control = None
             if self.control_at.due(c["cur_nimg"]) and self.hooks.label_control is not None and not last:
                 result = self.hooks.label_control(nets.G_ema, c["cur_nimg"])
                 record.update(result.metrics)
+                control = control_plot(ctx, c["cur_nimg"])
                 if self.progress is not None:
                     self.progress.control = label_control.summary(result)
             ctx.log(record)
+            ctx.track_image("label_control", control, c["step"])
         if ctx.is_main and (self.grid_at.due(c["cur_nimg"]) or last):
-            write_grid(ctx, nets.G_ema, self.grid_z, c["cur_nimg"])
+            ctx.track_image("grid", write_grid(ctx, nets.G_ema, self.grid_z, c["cur_nimg"]), c["step"])
         if self.save_at.due(c["cur_nimg"]) and not last:
             self.save()
 
@@ -665,17 +708,19 @@ def _finish(ctx: RunContext, nets: Networks, path: Path | None, hooks: Hooks, se
         summary.update({f"pixel_probe/{n}/r": round(v, 4) for n, v in zip(names, probe, strict=True)})
     ctx.log(summary)
     if result is not None:
+        ctx.track_image("label_control", control_plot(ctx, c["cur_nimg"]), c["step"])
         label_control.print_table(result)
     if probe is not None:
         say("label control, read back by a pixel ridge regressor (r, requested vs seen): "
             + ", ".join(f"{n} {v:.2f}" for n, v in zip(names, probe, strict=True)))
     control = ""
     if result is not None:
-        image = ctx.out / "label_control" / f"label-control-{label_control.kimg_tag(c['cur_nimg'] / 1000)}.png"
-        control = f"; label control {image}"
+        control = f"; label control {control_plot(ctx, c['cur_nimg'])}"
     say(f"trained {c['cur_nimg'] / 1000:g} kimg in {seconds:g} s; checkpoint {path}; "
         f"grid {ctx.out / 'grid-latest.png'}{control}")
-    say(f"load it: ohlora_cli.gan.load_generator('{ctx.out}')")
+    say(f"load it: ohlora_cli.gan.load_generator('{ctx.out}'), or ohlora generate {ctx.out} -o samples.png")
+    if "tensorboard" in ctx.recipe.train.report_to:
+        say(f"see it: tensorboard --logdir {ctx.out / 'tb'}")
 
 
 class Interval:

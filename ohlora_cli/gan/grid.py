@@ -27,9 +27,14 @@ def fixed_z(G, rows: int, seed: int) -> torch.Tensor:
     return torch.randn(rows, G.z_dim, generator=torch.Generator().manual_seed(seed))
 
 
+def sweep_values(steps: int) -> torch.Tensor:
+    """The label values of a snapshot grid's columns: -2 to +2 in the generator's label units."""
+    return torch.linspace(-2.0, 2.0, steps)
+
+
 def sweep_labels(label_size: int, rows_per_label: int, steps: int) -> torch.Tensor:
     """Labels of the grid, row-major: (label_size * rows_per_label * steps, label_size)."""
-    values = torch.linspace(-2.0, 2.0, steps)
+    values = sweep_values(steps)
     labels = torch.zeros(label_size, rows_per_label, steps, label_size)
     for k in range(label_size):
         labels[k, :, :, k] = values
@@ -70,10 +75,15 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def value_caption(value: float) -> str:
+    """A label value as a column caption: signed, three significant digits (``-0.667``, ``+2``, ``+123``)."""
+    return f"{float(value):+.3g}"
+
+
 def sweep_captions(label_names: list[str], rows_per_label: int, values) -> tuple[list[str], list[str]]:
     """Row captions (the label each row sweeps) and column captions (the value of each column)."""
     rows = [name for name in label_names for _ in range(rows_per_label)]
-    return rows, [f"{float(v):+.2g}" for v in values]
+    return rows, [value_caption(v) for v in values]
 
 
 def _text(lines: list[str], scale: int, align_right: bool = False) -> Image.Image:

@@ -118,6 +118,9 @@ class LlmTrain(Section):
     logging_steps: int = Field(10, ge=1, description="optimizer steps between lines of stats.jsonl")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept in output_dir/checkpoints")
     eval: bool = Field(True, description="evaluate the validation loss at the end of each epoch")
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(
+        [], description="experiment trackers for the Trainer's logs (loss, learning rate, grad norm, eval loss): "
+        "tensorboard (event files in output_dir/tb) and/or wandb (when installed; its files in output_dir/wandb)")
 
 
 class LlmGenerate(Section):

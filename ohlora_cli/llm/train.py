@@ -10,6 +10,7 @@ imported inside the functions, so the doctor can read the data without them.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..errors import CheckpointError, Interrupted, RecipeError, RunFailed
 from ..runtime import builds, dist, quiet
 from ..runtime.files import write_json, write_text
 from ..runtime.signals import StopRequest
+from ..runtime.trackers import TB_DIR, check_report_to
 from . import data as llm_data
 from .config import LlmRecipe
 
@@ -99,6 +101,7 @@ def make_plan(cfg: LlmRecipe, n_train: int, n_valid: int, *, world_size: int, lo
     if cfg.model.backend == "unsloth" and world_size > 1:
         raise RecipeError("model.backend: unsloth trains in one process here",
                           hint="Use model.backend=hf for --nproc / torchrun runs.")
+    check_report_to(cfg.train.report_to)
     per_device, accum = dist.split_batch(cfg.train.batch_size, world_size, max_per_device=cfg.train.max_device_batch)
     batches_per_rank = math.ceil(math.ceil(n_train / world_size) / per_device)
     steps_per_epoch = max(batches_per_rank // accum + int(batches_per_rank % accum > 0), 1)
@@ -168,6 +171,8 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
     end_marker, max_new = cfg.data.resolved_end_marker, cfg.generate.max_new_tokens
     trainer.add_callback(StatsCallback(stats_path))
     trainer.add_callback(RichProgressCallback())
+    if "tensorboard" in cfg.train.report_to and env.is_main:
+        trainer.add_callback(_tensorboard_callback(out_dir / TB_DIR))
     if cfg.generate.every_epoch:
         trainer.add_callback(SampleCallback(samples_dir, prompt_rows, prompts, end_marker=end_marker,
                                             max_new_tokens=max_new))
@@ -205,6 +210,8 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
         shutil.rmtree(adapter_dir, ignore_errors=True)
         (out_dir / "adapter.partial").replace(adapter_dir)
         info(f"LoRA adapter and tokenizer saved in {adapter_dir}")
+        if "tensorboard" in cfg.train.report_to:
+            info(f"TensorBoard logs in {out_dir / TB_DIR}: tensorboard --logdir {out_dir / TB_DIR}")
         if merge:
             merge_adapter(cfg, source, adapter_dir, out_dir / "merged", plan.precision)
         if shown:
@@ -269,11 +276,31 @@ def _datasets(cfg: LlmRecipe, train_rows, valid_rows):
     return train_ds, valid_ds
 
 
+def _tensorboard_callback(log_dir: Path):
+    """transformers' TensorBoard callback, writing into output_dir/tb. (Handed ``report_to:
+    tensorboard``, the Trainer would write under its own output_dir, our checkpoints/ folder, in a
+    subfolder named after the time and host; transformers 5 has no logging_dir argument.)"""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+
+
+def _report_to(cfg: LlmRecipe, out_dir: Path) -> list[str] | str:
+    """What the Trainer reports to itself: wandb (its files under output_dir unless WANDB_DIR says
+    otherwise); tensorboard is our own callback (``_tensorboard_callback``)."""
+    names = [name for name in cfg.train.report_to if name != "tensorboard"]
+    if "wandb" in names:
+        os.environ.setdefault("WANDB_DIR", str(out_dir.resolve()))
+        os.environ.setdefault("WANDB_PROJECT", "ohlora")
+    return names or "none"
+
+
 def _sft_config(cfg: LlmRecipe, plan: Plan, ckpt_dir: Path, *, evaluate: bool):
     from trl import SFTConfig
 
     args = SFTConfig(
-        output_dir=str(ckpt_dir), seed=cfg.seed, report_to="none", disable_tqdm=True,
+        output_dir=str(ckpt_dir), seed=cfg.seed, report_to=_report_to(cfg, ckpt_dir.parent), disable_tqdm=True,
         per_device_train_batch_size=plan.per_device_batch, per_device_eval_batch_size=plan.per_device_batch,
         gradient_accumulation_steps=plan.grad_accum,
         num_train_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps or -1,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -22,6 +23,7 @@ from ohlora_cli.errors import CheckpointError, DataError, RecipeError, RunFailed
 from ohlora_cli.gan import checkpoint as ckpt
 from ohlora_cli.gan import load_generator
 from ohlora_cli.gan.engine import step_optimizer
+from ohlora_cli.gan.grid import fixed_z, label_sweep, save_grid
 from ohlora_cli.gan.loss import StyleGANLoss
 
 from .conftest import tiny_D, tiny_G, tiny_recipe, write_dataset
@@ -56,11 +58,18 @@ def test_training_run_writes_every_artifact(tmp_path, capsys):
     assert (out / "recipe.yaml").read_text().startswith("kind: gan")
     grids = sorted((out / "grids").glob("*.png"))
     assert len(grids) == 2
-    with Image.open(out / "grid-latest.png") as grid:  # 2 labels x 2 rows, 7 columns, cells upscaled to 64
-        assert grid.size == (7 * 64, 4 * 64)
     saved = ckpt.list_checkpoints(out)
     assert [p.name for p in saved] == ["checkpoint-00000004.safetensors", "checkpoint-00000008.safetensors"]
     G = load_generator(out)
+    # 2 labels x 2 rows, 7 columns, cells upscaled to 64, below a top margin (the column values) and
+    # right of a left margin (the label each row sweeps): the cells are G_ema's sweep, pixel for pixel
+    grid = np.asarray(Image.open(out / "grid-latest.png").convert("RGB"))
+    top, left = grid.shape[0] - 4 * 64, grid.shape[1] - 7 * 64
+    assert top > 0 and left > 0
+    images, rows, cols = label_sweep(G, fixed_z(G, 2, seed=3), steps=7)
+    cells = np.asarray(Image.open(save_grid(images, rows, cols, tmp_path / "cells.png")))
+    assert np.array_equal(grid[top:, left:], cells)
+    assert (grid[:top, left:] < 128).any() and (grid[top:, :left] < 128).any()  # captions are drawn
     assert not G.training and G.label_dim == 2 and G.label_names == ["a", "b"]
     images = G(torch.randn(3, 8), torch.zeros(3, 2))
     assert images.shape == (3, 3, 8, 8) and images.abs().max() <= 1
