@@ -474,11 +474,12 @@ class Phase:
 
 
 def adversarial_phases(t, precision: str, *, train_D: bool = True) -> list[Phase]:
-    """D (logistic loss, R1 in the same pass or lazily every ``r1_interval`` steps), then G."""
+    """D (logistic loss, R1 in the same pass or lazily every ``r1_interval`` steps), then G. With
+    fp16, R1 always has its own pass (``Dreg``, every ``r1_interval`` steps, every step included)."""
     if not train_D:
         return [Phase("Gmain", "G")]
-    lazy_r1 = t.r1_interval > 1 and t.r1_gamma > 0
-    d_phase = "Dmain" if lazy_r1 or t.r1_gamma == 0 or precision == "fp16" else "Dboth"
+    lazy_r1 = t.r1_gamma > 0 and (t.r1_interval > 1 or precision == "fp16")
+    d_phase = "Dmain" if lazy_r1 or t.r1_gamma == 0 else "Dboth"
     phases = [Phase(d_phase, "D")]
     if lazy_r1:
         phases.append(Phase("Dreg", "D", every=t.r1_interval))
