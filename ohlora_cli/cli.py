@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import atexit
 import gc
+from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -68,6 +70,18 @@ VerboseOpt = Annotated[
 NprocOpt = Annotated[
     int | None,
     typer.Option("--nproc", min=1, help="Launch N processes with torchrun (DDP); batch_size stays global."),
+]
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run: auto = a CUDA GPU when visible, else the CPU.")]
+QuietVerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Also show the libraries' own output (warnings, banners) live.")
 ]
 
 
@@ -144,6 +158,77 @@ def train_llm(
             recipe or "llm-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
             nproc=nproc, merge=merge,
         )
+
+
+@app.command(
+    "generate",
+    epilog=_examples(
+        "ohlora generate runs/gan-demo -o samples.png                 # 16 images, every label at 0",
+        "ohlora generate runs/gan-demo --labels brightness=1.5,position=-1 -n 8 -o bright.png",
+        "ohlora generate runs/gan-demo --sweep position --from -2 --to 2 --steps 7 -o sweep.png",
+        "ohlora generate runs/gan-demo --out-dir samples --scorer runs/gan-scorer-demo   # PNGs + images.csv",
+        "ohlora generate stylegan_celeba_partial256.pth -n 4 --truncation 0.7 -o celeba.png",
+    ),
+)
+@guard
+def generate(
+    source: Annotated[
+        str,
+        typer.Argument(metavar="SOURCE", help="A GAN run folder (its latest checkpoint), one of our checkpoint-*.safetensors, or a "
+                       "GenForce StyleGAN .pth.", show_default=False),
+    ],
+    labels: Annotated[
+        str | None,
+        typer.Option("--labels", "-l", metavar="NAME=VALUE,...",
+                     help="Label values in the model's label units: z-scores when the run standardised its labels "
+                     "(data.standardize_labels: 0 = the data's mean, 1 = one standard deviation; at most 4 either "
+                     "way), else the CSV's raw values. Labels not given are 0."),
+    ] = None,
+    n: Annotated[
+        int | None,
+        typer.Option("-n", "--num", min=1, show_default=False,
+                     help="Images to draw (default 16); with --sweep, rows of one z each (default 4)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the first z: image (or sweep row) i uses seed + i.")] = 0,
+    truncation: Annotated[
+        float,
+        typer.Option("--truncation", min=0.0, metavar="PSI",
+                     help="Truncation psi: pull w toward the average w (1 = off; 0.7 is common). It pulls the "
+                     "labels' effect toward the average too."),
+    ] = 1.0,
+    sweep: Annotated[
+        str | None,
+        typer.Option("--sweep", metavar="LABEL", help="Sweep this label across the columns, the others as --labels."),
+    ] = None,
+    start: Annotated[float, typer.Option("--from", help="First value of the sweep, in label units.")] = -2.0,
+    stop: Annotated[float, typer.Option("--to", help="Last value of the sweep, in label units.")] = 2.0,
+    steps: Annotated[int, typer.Option("--steps", min=2, help="Columns of the sweep.")] = 7,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write one PNG grid to this new file.", show_default=False)
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", show_default=False,
+                     help="Write one PNG per image and images.csv (z seed, labels, measured scores) into this new "
+                     "or empty folder."),
+    ] = None,
+    scorer: Annotated[
+        str | None,
+        typer.Option("--scorer", metavar="RUN", show_default=False,
+                     help="A property-score CNN (a train.method: scorer run folder or its scorer.safetensors): "
+                     "measure every image and show the scores beside the requested labels."),
+    ] = None,
+    device: DeviceOpt = Device.auto,
+    verbose: QuietVerboseOpt = False,
+) -> None:
+    """Draw images from a trained generator with chosen labels: a grid, a label sweep, or one PNG each."""
+    from .runtime.quiet import library_output
+
+    with library_output(verbose=verbose):
+        from .commands.generate import run
+
+        run(source, labels=labels, n=n, seed=seed, truncation=truncation, sweep=sweep, start=start, stop=stop,
+            steps=steps, output=output, out_dir=out_dir, scorer=scorer, device=device.value)
 
 
 @app.command(

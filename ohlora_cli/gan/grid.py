@@ -76,8 +76,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def value_caption(value: float) -> str:
-    """A label value as a column caption: signed, three significant digits (``-0.667``, ``+2``, ``+123``)."""
-    return f"{float(value):+.3g}"
+    """A label value as a column caption: signed, three significant digits (``-0.667``, ``+2``, ``+123``);
+    float noise around zero (``linspace``'s -5.96e-08) reads ``+0``."""
+    return f"{round(float(value), 6) + 0.0:+.3g}"
 
 
 def sweep_captions(label_names: list[str], rows_per_label: int, values) -> tuple[list[str], list[str]]:
