@@ -79,6 +79,17 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Backend(str, Enum):
+    hf = "hf"
+    unsloth = "unsloth"
+
+
+class Weights(str, Enum):
+    auto = "auto"
+    adapter = "adapter"
+    merged = "merged"
+
+
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run: auto = a CUDA GPU when visible, else the CPU.")]
 QuietVerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Also show the libraries' own output (warnings, banners) live.")
@@ -229,6 +240,67 @@ def generate(
 
         run(source, labels=labels, n=n, seed=seed, truncation=truncation, sweep=sweep, start=start, stop=stop,
             steps=steps, output=output, out_dir=out_dir, scorer=scorer, device=device.value)
+
+
+@app.command(
+    "chat",
+    epilog=_examples(
+        "ohlora chat runs/llm-demo                              # talk to the demo run; /reset, /exit, Ctrl-D",
+        "ohlora chat runs/llm-demo --prompt \"what is your name?\"   # one answer on stdout",
+        "ohlora chat runs/my-lora --temperature 0.7 --top-p 0.9 --seed 1",
+        "ohlora chat runs/my-lora --base ./polyglot-ko-1.3b       # the base model is somewhere else now",
+    ),
+)
+@guard
+def chat(
+    run: Annotated[
+        str,
+        typer.Argument(metavar="RUN", show_default=False,
+                       help="A train-llm run folder (its output_dir: recipe.yaml, adapter/, maybe merged/)."),
+    ],
+    prompt: Annotated[
+        str | None,
+        typer.Option("--prompt", "-p", metavar="TEXT", show_default=False,
+                     help="Answer this one message and print the answer alone on stdout (no interactive session)."),
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option("--max-new-tokens", min=1, show_default=False,
+                     help="Longest answer in tokens (default: the run's generate.max_new_tokens)."),
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option("--temperature", min=0.0, help="0 = greedy (the same answer every time); > 0 samples.")
+    ] = 0.0,
+    top_p: Annotated[
+        float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling when --temperature > 0.")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling.")] = 0,
+    backend: Annotated[
+        Backend | None,
+        typer.Option("--backend", show_default=False,
+                     help="hf (transformers + peft) or unsloth (default: the run's model.backend)."),
+    ] = None,
+    weights: Annotated[
+        Weights,
+        typer.Option("--weights", help="adapter: the base model + adapter/; merged: merged/ alone (from train-llm "
+                     "--merge); auto: merged/ when the run has it."),
+    ] = Weights.auto,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", metavar="PATH", show_default=False,
+                     help="The base model for the adapter, instead of the recipe's model.path (a folder or hub id)."),
+    ] = None,
+    device: DeviceOpt = Device.auto,
+    verbose: QuietVerboseOpt = False,
+) -> None:
+    """Talk to a trained LLM run: interactive, or one answer with --prompt."""
+    from .runtime.quiet import library_output
+
+    with library_output(verbose=verbose):
+        from .commands.chat import run as chat_run
+
+        chat_run(run, prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                 backend=backend.value if backend else None, weights=weights.value, base=base, device=device.value)
 
 
 @app.command(
