@@ -2,7 +2,8 @@
 folder, HOME and TMPDIR of their own:
 
 - a run writes only under its output_dir and, for the demo data / model, the builder's folder
-  (measured: every new path under the working folder, HOME and TMPDIR is listed);
+  (measured: every new path under the working folder, HOME and TMPDIR is listed), TensorBoard's
+  event files (train.report_to) included;
 - the terminal shows ohlora's own lines, tables and progress bar: no library progress bar or
   warning reaches it, and output_dir/train.log holds them;
 - the LLM demo shows answers to training prompts beside the validation ones and says why the
@@ -37,8 +38,8 @@ def demo(tmp_path_factory):
         return {"out": done.stdout, "err": done.stderr, "cwd": cwd, "new": new}
 
     return {
-        "gan": run(["train-gan", "--set", "train.kimg=0.5"]),
-        "llm": run(["train-llm", "--set", "train.epochs=2"]),
+        "gan": run(["train-gan", "--set", "train.kimg=0.5", "--set", "train.report_to=[tensorboard]"]),
+        "llm": run(["train-llm", "--set", "train.epochs=2", "--set", "train.report_to=[tensorboard]"]),
     }
 
 
@@ -59,6 +60,7 @@ def torch_temp(paths: set) -> set:
 def test_a_real_run_writes_only_under_output_dir(demo, engine, allowed):
     new = demo[engine]["new"]
     assert outside(new, *allowed) - torch_temp(new) == set()
+    assert any(p.startswith(f"{allowed[0]}/tb/events.out.tfevents.") for p in new)  # TensorBoard's, inside too
     for path in torch_temp(new):
         assert not os.listdir(demo[engine]["cwd"].parent / path)  # empty, as torch leaves it
 

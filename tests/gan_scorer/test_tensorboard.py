@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from snapshots import snapshot
 from typer.testing import CliRunner
 
 from ohlora_cli.cli import app
@@ -100,3 +101,13 @@ def test_wandb_without_wandb_is_bad_input(blobs, tmp_path):
     assert result.exit_code == 2, result.output
     assert "train.report_to: wandb is not installed" in result.output and "pip install wandb" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_with_tensorboard_writes_nothing(blobs, tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", output_dir=tmp_path / "out", csv_path=blobs / "labels.csv",
+                          train={"report_to": ["tensorboard"]})
+    before = snapshot(tmp_path, blobs)
+    result = CliRunner().invoke(app, ["train-gan", recipe, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "report_to:\n  - tensorboard" in result.output  # the resolved recipe it would run
+    assert snapshot(tmp_path, blobs) == before
