@@ -34,8 +34,8 @@ def main() -> None:
     from rich.table import Table
 
     from ohlora_cli import recipes
+    from ohlora_cli.commands import train_gan as train
     from ohlora_cli.gan import checkpoint as ckpt
-    from ohlora_cli.gan import train
     from ohlora_cli.gan.data import GanDataset, read_table
     from ohlora_cli.gan.synthetic import label_probe
 

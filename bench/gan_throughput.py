@@ -50,7 +50,7 @@ def seven_label_blobs(folder: Path, count: int) -> Path:
 
 
 def measure(recipe: str, overrides: list[str], tmp: str, name: str) -> dict:
-    from ohlora_cli.gan import train
+    from ohlora_cli.commands import train_gan as train
 
     out = Path(tmp) / name
     start = time.time()
