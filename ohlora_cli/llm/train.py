@@ -199,6 +199,10 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
     with StopRequest() as stop:
         trainer.add_callback(StopCallback(stop, env.distributed))
         trainer.train(resume_from_checkpoint=str(last) if last else None)
+    if "wandb" in cfg.train.report_to and env.is_main:  # its closing lines go to train.log, not at exit
+        import wandb
+
+        wandb.finish()
     if stop.requested and trainer.state.global_step < trainer.state.max_steps:
         raise Interrupted(f"stopped by {stop.signal_name} at step {trainer.state.global_step}; "
                           f"checkpoint saved in {ckpt_dir}", hint="Continue with --resume.")
