@@ -275,7 +275,9 @@ def step_optimizer(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter],
             p.grad = flat[offset:offset + g.numel()].view_as(g)
             offset += g.numel()
     scaler.unscale_(opt)
-    finite = all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
+    present = [p.grad for p in params if p.grad is not None]
+    # one device-to-host sync for the whole check, not one per parameter
+    finite = bool(torch.stack([torch.isfinite(g).all() for g in present]).all()) if present else True
     if finite:
         scaler.step(opt)
     scaler.update()
@@ -361,8 +363,10 @@ def update_ema(G_ema: Generator, G: Generator, *, batch_size: int, cur_nimg: int
     if train_cfg.ema_rampup is not None:
         ema_nimg = min(ema_nimg, cur_nimg * train_cfg.ema_rampup)
     beta = 0.5 ** (batch_size / ema_nimg) if ema_nimg > 0 else 0.0
-    for p_ema, p in zip(G_ema.parameters(), G.parameters(), strict=True):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    ema_params, params = list(G_ema.parameters()), [p.detach() for p in G.parameters()]
+    if len(ema_params) != len(params):
+        raise ValueError("G_ema and G have different parameters")
+    torch._foreach_lerp_(ema_params, params, 1.0 - beta)  # p_ema <- beta p_ema + (1 - beta) p, in one launch
     for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
         b_ema.copy_(b)
     return beta
