@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from ..errors import OhloraError
 from .registry import Check, Context, Finding, Status
 
 PROBE_TIMEOUT_S = 90
@@ -518,7 +519,23 @@ class PrecisionCheck(EnvCheck):
         return [self.finding(Status.PASS, f"device {train.device}, precision {chosen}", where="train.precision")]
 
 
+class TrackersCheck(Check):
+    id = "trackers"
+    title = "the trackers train.report_to names are installed"
+    scopes = ("recipe",)
+
+    def run(self, ctx: Context) -> list[Finding]:
+        from ..runtime.trackers import check_report_to
+
+        report_to = list(ctx.recipe.train.report_to)
+        try:
+            check_report_to(report_to)
+        except OhloraError as exc:
+            return [self.finding(Status.FAIL, str(exc), where="train.report_to", bad_input=True, hint=exc.hint)]
+        return [self.finding(Status.PASS, f"{', '.join(report_to) or 'no trackers'}: ready", where="train.report_to")]
+
+
 CHECKS: list[Check] = [
     TorchCheck(), GpuCheck(), Bf16Check(), TorchvisionCheck(), UnslothCheck(), VersionsCheck(),
-    PrecisionCheck(), DiskCheck(), MemoryCheck(),
+    PrecisionCheck(), TrackersCheck(), DiskCheck(), MemoryCheck(),
 ]

@@ -64,6 +64,28 @@ def test_precision_the_machine_lacks_is_bad_input():
         assert result.exit_code == 1
 
 
+@pytest.mark.parametrize("recipe", ["gan-demo", "llm-demo"])
+def test_trackers_report_to_is_checked_before_a_launch(recipe):
+    import importlib.util
+
+    from ohlora_cli.runtime.trackers import NAMES
+
+    installed = [n for n in NAMES if importlib.util.find_spec(n) is not None]
+    missing = [n for n in NAMES if n not in installed]
+    for name in installed:  # tensorboard comes with the test extra
+        result = runner.invoke(app, ["doctor", recipe, "--json", "--select", "trackers",
+                                     "--set", f"train.report_to=[{name}]"])
+        [row] = findings_of(result, "trackers")
+        assert row["status"] == "pass" and name in row["message"], row
+    if not missing:
+        pytest.skip("every tracker is installed here")
+    result = runner.invoke(app, ["doctor", recipe, "--json", "--select", "trackers",
+                                 "--set", f"train.report_to=[{missing[0]}]"])
+    [row] = findings_of(result, "trackers")
+    assert row["status"] == "fail" and row["where"] == "train.report_to" and missing[0] in row["message"]
+    assert "pip install" in row["hint"] and result.exit_code == 1
+
+
 def _fake_probe_module(monkeypatch, **functions):
     module = types.ModuleType("ohlora_cli.doctor.probes.gan")
     for name, fn in functions.items():
