@@ -49,6 +49,7 @@ def run(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: bool, s
             return
         METHODS[recipe.train.method](ctx)
     finally:
+        ctx.close_trackers()  # whichever method ran, and however it ended
         dist.destroy_process_group()
 
 

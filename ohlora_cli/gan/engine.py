@@ -585,7 +585,6 @@ class _Loop:
         finally:
             if self.progress is not None:
                 self.progress.stop()
-            ctx.close_trackers()
 
     def step(self) -> None:
         ctx, nets, t, c = self.ctx, self.nets, self.t, self.c
