@@ -32,7 +32,7 @@ app = typer.Typer(
         "before a job launches."
     ),
     epilog=_examples(
-        "ohlora train-gan                      # the embedded demo, about two minutes on a CPU",
+        "ohlora train-gan                      # the embedded demo, under a minute on a CPU",
         "ohlora train-llm llm-demo --dry-run   # resolve and check a recipe, then stop",
         "ohlora doctor train.py --gpus 2       # analyse your own training script",
     ),
@@ -114,7 +114,7 @@ def root(
 @app.command(
     "train-gan",
     epilog=_examples(
-        "ohlora train-gan                                   # demo: synthetic blobs, 16 px, ~2 min on CPU",
+        "ohlora train-gan                                   # demo: synthetic blobs, 16 px, ~40 s on CPU",
         "ohlora train-gan gan-ohlora-v1 --set data.csv=scores.csv --set model.checkpoint=stylegan.pth",
         "ohlora train-gan my.yaml --resume                  # continue from output_dir's latest checkpoint",
         "ohlora train-gan my.yaml --nproc 2                 # DDP under torchrun",
