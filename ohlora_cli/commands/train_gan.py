@@ -28,29 +28,41 @@ def run(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: bool, s
         nproc: int | None) -> None:
     recipe = load_checked(recipe_arg, overrides, "gan")  # a bad recipe fails before torch loads
     from ..gan import engine
-    from ..gan.methods import METHODS
 
     relaunching = dist.wants_relaunch(nproc)
     ctx = engine.plan_run(recipe, resume=resume, planned_world=nproc if relaunching else None)
     if not relaunching:
         engine.start_processes(ctx)
     try:
-        engine.build_data(ctx, dry_run=dry_run)
-        report = run_preflight(recipe, gpus=nproc, skip=skip_doctor, is_main=ctx.is_main)
-        engine.read_data(ctx, dry_run=dry_run)
-        if dry_run:
-            if ctx.is_main:
-                print_plan(ctx)
-            return
-        engine.open_run(ctx, report)
-        if relaunching:
-            relaunch("train-gan", recipe_arg, overrides, nproc=nproc, flags=flags(resume=resume),
-                     batch_size=recipe.train.batch_size)
-            return
-        METHODS[recipe.train.method](ctx)
-    finally:
-        ctx.close_trackers()  # whichever method ran, and however it ended
-        dist.destroy_process_group()
+        _run(ctx, recipe_arg, overrides, dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
+             nproc=nproc, relaunching=relaunching)
+    except BaseException:
+        ctx.close_trackers()
+        dist.destroy_process_group(together=False)  # the other ranks may never reach a barrier
+        raise
+    ctx.close_trackers()  # whichever method ran
+    dist.destroy_process_group()
+
+
+def _run(ctx, recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: bool,
+         skip_doctor: bool, nproc: int | None, relaunching: bool) -> None:
+    from ..gan import engine
+    from ..gan.methods import METHODS
+
+    recipe = ctx.recipe
+    engine.build_data(ctx, dry_run=dry_run)
+    report = run_preflight(recipe, gpus=nproc, skip=skip_doctor, is_main=ctx.is_main)
+    engine.read_data(ctx, dry_run=dry_run)
+    if dry_run:
+        if ctx.is_main:
+            print_plan(ctx)
+        return
+    engine.open_run(ctx, report)
+    if relaunching:
+        relaunch("train-gan", recipe_arg, overrides, nproc=nproc, flags=flags(resume=resume),
+                 batch_size=recipe.train.batch_size)
+        return
+    METHODS[recipe.train.method](ctx)
 
 
 def print_plan(ctx) -> None:

@@ -72,11 +72,20 @@ def init_process_group(env: DistEnv, device_type: str) -> None:
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
 
 
-def destroy_process_group() -> None:
+def destroy_process_group(*, together: bool = True) -> None:
+    """Leave the process group. ``together`` (a clean finish): a barrier first, so no rank tears its
+    connections down while another is still finishing (rank 0 writes the last checkpoint and the
+    summary alone); gloo has aborted a rank at exit ("terminate called without an active
+    exception") without it. A rank that failed leaves at once: the others may never reach a
+    barrier, and its closed connections make their next collective fail instead of hang."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if together:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 RELAUNCHED = "OHLORA_RELAUNCHED"  # set for the ranks that ``relaunch`` starts
