@@ -144,6 +144,16 @@ def _env(ctx: Context) -> Environment:
     return ctx.env.wait()
 
 
+def planned_capability(ctx: Context) -> tuple[int, int] | None:
+    """The compute capability the recipe will train on, as the environment probe saw it (the lowest
+    of the visible cards); None for a CPU run. The probe's subprocess makes the CUDA queries, so a
+    hung driver times out there instead of hanging the doctor."""
+    if ctx.recipe.train.device == "cpu":
+        return None
+    gpus = _env(ctx).gpus
+    return min(tuple(g["capability"]) for g in gpus) if gpus else None
+
+
 def _gib(n: float) -> str:
     return f"{n / GIB:.1f} GiB"
 

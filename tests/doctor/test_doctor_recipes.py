@@ -171,3 +171,27 @@ def test_real_gan_probe_reports_a_bad_label_cell_through_the_cli(tmp_path):
     [row] = findings_of(result, "recipe-data")
     assert row["status"] == "fail"
     assert "labels.csv" in row["message"] and "brightness" in row["message"]
+
+
+@pytest.mark.parametrize(("gpus", "weights"), [
+    ([], "float32"),  # no card: fp32 on the CPU
+    ([{"name": "sim T4", "total": 16 << 30, "free": 15 << 30, "capability": [7, 5]}], "float16"),
+    ([{"name": "sim A100", "total": 80 << 30, "free": 79 << 30, "capability": [8, 0]},
+      {"name": "sim H100", "total": 80 << 30, "free": 79 << 30, "capability": [9, 0]}], "bfloat16"),
+])
+def test_llm_dtype_probe_runs_in_the_precision_planned_for_the_card(gpus, weights):
+    """The probe asks the environment probe's subprocess which card the run gets (here a simulated
+    one) and runs the real model's forward + backward on the meta device in that precision; it makes
+    no CUDA query of its own, so a hung driver cannot hang the doctor."""
+    import torch
+
+    from ohlora_cli.doctor.env import Environment
+    from ohlora_cli.doctor.probes import llm
+    from ohlora_cli.doctor.registry import Context
+
+    recipe = recipes.load("llm-demo", ["train.device=auto", "train.precision=auto"])
+    env = Environment(data={"torch": torch.__version__, "cuda_available": bool(gpus), "gpus": gpus})
+    [row] = llm.dtype_mismatch(recipe, Context("recipe", recipe=recipe, env=env))
+    assert row.status is Status.PASS, row.message
+    assert f"weights {weights}" in row.message and "LoRA grads float32" in row.message
+    assert not torch.cuda.is_initialized()

@@ -101,6 +101,7 @@ class RecipeDtypeMismatch(KindProbe):
     id = "dtype-mismatch"
     title = "float64 data reaching float32 model code"
     function = "dtype_mismatch"
+    uses_env = True  # the LLM probe runs in the precision planned for the card the environment probe saw
 
 
 class RecipeGradInference(KindProbe):

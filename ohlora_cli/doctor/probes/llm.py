@@ -104,10 +104,11 @@ def dtype_mismatch(recipe, ctx) -> list[Finding]:
     train_rows, _, tokenizer, source = _checked(recipe, ctx)
     config = _config(recipe, tokenizer, source)
     from ...errors import OhloraError
-    from ...runtime.devices import choose_precision, resolve_device, weights_dtype
+    from ...runtime.devices import precision_for, weights_dtype
+    from ..env import planned_capability
 
-    try:
-        precision = choose_precision(recipe.train.precision, resolve_device(recipe.train.device))
+    try:  # the precision the run will plan, for the card the environment probe saw
+        precision = precision_for(recipe.train.precision, planned_capability(ctx))
     except OhloraError:  # the precision check reports it; probe the float32 path meanwhile
         precision = "fp32"
     dtype = weights_dtype(precision)
