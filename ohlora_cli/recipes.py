@@ -14,10 +14,10 @@ import types
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .errors import RecipeError
 
@@ -32,6 +32,13 @@ class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, values are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+CpuThreads = Annotated[int | None, Field(
+    ge=1, description="torch threads when training on the CPU; default: torch's own (one per core). A tiny model "
+    "gains nothing from more than 1, and a CPU shared with another job slows down several times with more "
+    "(gan-demo and llm-demo use 1)")]
+"""``train.cpu_threads`` of both kinds."""
 
 
 class RecipeBase(Section):

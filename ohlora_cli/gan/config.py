@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..recipes import RecipeBase, Section
+from ..recipes import CpuThreads, RecipeBase, Section
 
 
 class GanData(Section):
@@ -135,6 +135,7 @@ class GanTrain(Section):
     )
     kimg: float = Field(10.0, gt=0, description="thousands of real images to show")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when visible, else cpu")
+    cpu_threads: CpuThreads = None
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on GPUs that have it, else fp16 with a loss scaler; always fp32 on CPU"
     )

@@ -37,7 +37,7 @@ from .. import recipes
 from ..console import err, info, say, warn
 from ..errors import CheckpointError, Interrupted, RecipeError, RunFailed
 from ..runtime import builds, dist, quiet
-from ..runtime.devices import autocast_dtype, choose_precision, resolve_device
+from ..runtime.devices import autocast_dtype, choose_precision, resolve_device, use_cpu_threads
 from ..runtime.files import append_jsonl, write_json, write_text
 from ..runtime.seeding import capture_rng, restore_rng, seed_everything
 from ..runtime.signals import StopRequest
@@ -183,8 +183,10 @@ def _resume_point(recipe: GanRecipe, out_dir: Path, resume: bool) -> Path | None
 
 
 def start_processes(ctx: RunContext) -> None:
-    """Join the process group (a no-op in a single process) and pick this rank's GPU."""
+    """Join the process group (a no-op in a single process) and pick this rank's GPU (or its CPU
+    threads)."""
     dist.init_process_group(ctx.env, ctx.device.type)
+    use_cpu_threads(ctx.device, ctx.recipe.train.cpu_threads)
     if ctx.device.type == "cuda":
         torch.cuda.set_device(ctx.device)
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..recipes import RecipeBase, Section
+from ..recipes import CpuThreads, RecipeBase, Section
 
 OHLORA_TEMPLATE = "{input} (답변 시작) ### 답변: {output} (답변 종료)"
 
@@ -110,10 +110,7 @@ class LlmTrain(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on GPUs with native bf16, fp16 (with a loss scaler) on older GPUs, fp32 on CPU"
     )
-    cpu_threads: int | None = Field(
-        None, ge=1, description="torch threads when training on the CPU; default: torch's own (one per core). "
-        "A tiny model gains nothing from more than 1, and a CPU shared with another job slows down several times "
-        "with more (the demo uses 1)")
+    cpu_threads: CpuThreads = None
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
     logging_steps: int = Field(10, ge=1, description="optimizer steps between lines of stats.jsonl")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept in output_dir/checkpoints")

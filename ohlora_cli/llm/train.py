@@ -250,6 +250,7 @@ def _load_model(cfg: LlmRecipe, plan: Plan, rows):
     tiny model built first when it is missing."""
     import torch
 
+    from ..runtime.devices import use_cpu_threads
     from . import backends
 
     if plan.build_tiny:
@@ -259,8 +260,7 @@ def _load_model(cfg: LlmRecipe, plan: Plan, rows):
             info(f"built a tiny {cfg.model.tiny} model and tokenizer in {cfg.model.path}")
     source = backends.resolve_model(cfg)
     device = torch.device(plan.device)
-    if device.type == "cpu" and cfg.train.cpu_threads:
-        torch.set_num_threads(cfg.train.cpu_threads)
+    use_cpu_threads(device, cfg.train.cpu_threads)
     if cfg.model.backend == "hf":  # unsloth brings its own loss head
         from .compat import use_torch_loss_head_on_cpu
 

@@ -24,6 +24,12 @@ def resolve_device(requested: str, *, key: str = "train.device", local_rank: int
     return torch.device("cpu")
 
 
+def use_cpu_threads(device: torch.device, threads: int | None) -> None:
+    """``train.cpu_threads``: the torch threads of a run on the CPU (None: torch's default)."""
+    if device.type == "cpu" and threads:
+        torch.set_num_threads(threads)
+
+
 def capability(device: torch.device) -> tuple[int, int] | None:
     """The compute capability ``(major, minor)`` of a CUDA device; None for any other device."""
     if device.type != "cuda":

@@ -321,3 +321,13 @@ def test_label_control_hook_runs_with_a_scorer(tmp_path, capsys):
     assert "label_control/a/r" in records[-1] and records[-1]["done"]
     assert list((tmp_path / "run" / "label_control").glob("*.png"))
     assert "ctrl r " in capsys.readouterr().err
+
+
+def test_cpu_threads_sets_the_runs_torch_threads(tmp_path):
+    """train.cpu_threads: a CPU run trains on that many torch threads; without it torch's count is
+    left as it was (the autouse fixture set 1 and restores the suite's own count afterwards)."""
+    run(tiny_recipe(tmp_path / "default", kimg=0.016))
+    assert torch.get_num_threads() == 1
+    run(tiny_recipe(tmp_path / "two", kimg=0.016, extra="cpu_threads: 2"))
+    assert torch.get_num_threads() == 2
+    assert stats(tmp_path / "two")[-1]["kimg"] == pytest.approx(0.016)

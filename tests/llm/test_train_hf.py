@@ -94,3 +94,14 @@ def test_merged_weights_answer_like_the_adapter(trained):
     ids = AutoTokenizer.from_pretrained(tmp_path / "run" / "merged")("hi! (answer start)", return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(merged(**ids).logits, adapter(**ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_threads_sets_the_runs_torch_threads(tmp_path):
+    """train.cpu_threads: a CPU run trains on that many torch threads (this suite runs on 1)."""
+    try:
+        result = invoke(write_recipe(tmp_path, epochs=1), "--skip-doctor", "--set", "train.cpu_threads=2")
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
