@@ -166,7 +166,7 @@ class GanTrain(Section):
     snapshot_kimg: float = Field(5.0, gt=0, description="save a PNG grid every this many kimg")
     checkpoint_kimg: float = Field(5.0, gt=0, description="save a checkpoint every this many kimg")
     keep_checkpoints: int = Field(3, ge=0, description="keep the newest N checkpoints (0 = keep all)")
-    grid_steps: int = Field(7, ge=2, description="columns of the grid: label values from -2 to +2")
+    grid_steps: int = Field(7, ge=2, description="columns of the grid: each label from -2 to +2 sd around its mean in the data")
     grid_rows_per_label: int = Field(2, ge=1, description="fixed z rows per swept label in the grid")
     report_to: list[Literal["tensorboard", "wandb"]] = Field(
         [], description="experiment trackers: tensorboard (event files in output_dir/tb: the stats.jsonl figures "

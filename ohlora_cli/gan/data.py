@@ -50,6 +50,14 @@ class LabelTable:
             return self.labels
         return ((self.labels - self.mean) / self.std).astype(np.float32)
 
+    def raw_spread(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, sd) of each label column when the networks see raw labels (None when they are
+        standardised: then 0 and 1); what a grid sweeps around instead of -2..+2 in raw units."""
+        if self.mean is not None:
+            return None
+        labels = self.labels.astype(np.float64)
+        return labels.mean(0), labels.std(0).clip(min=1e-12)
+
 
 def _is_absolute(raw: str) -> bool:
     return PurePosixPath(raw).is_absolute() or PureWindowsPath(raw).is_absolute()

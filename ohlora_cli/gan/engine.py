@@ -289,13 +289,15 @@ def step_optimizer(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter],
 
 def write_grid(ctx: RunContext, G_ema: Generator, z: torch.Tensor, cur_nimg: int) -> Path:
     """The snapshot grid (and ``grid-latest.png``): each row sweeps one label, whose name is drawn
-    left of the row; each column's value (-2..+2, the generator's label units) above it."""
+    left of the row, from -2 to +2 sd around the data's mean (-2..+2 when standardised); each
+    column's value above it."""
     steps = ctx.recipe.train.grid_steps
-    images, rows, cols = label_sweep(G_ema, z, steps=steps)
+    center, scale = ctx.table.raw_spread() or (None, None)
+    images, rows, cols = label_sweep(G_ema, z, steps=steps, center=center, scale=scale)
     captions = {}
     if G_ema.label_dim:
         names = G_ema.label_names or [f"label{i}" for i in range(G_ema.label_dim)]
-        row_captions, col_captions = sweep_captions(names, len(z), sweep_values(steps))
+        row_captions, col_captions = sweep_captions(names, len(z), sweep_values(steps), center=center, scale=scale)
         captions = {"row_captions": row_captions, "col_captions": col_captions}
     path = save_grid(images, rows, cols, ctx.out / "grids" / f"grid-{cur_nimg / 1000:09.3f}kimg.png", **captions)
     save_grid(images, rows, cols, ctx.out / "grid-latest.png", **captions)

@@ -1,4 +1,5 @@
-"""Snapshot grids: fixed z, each row sweeps one label from -2 to +2 (the others at 0).
+"""Snapshot grids: fixed z, each row sweeps one label from -2 to +2 standard deviations around the
+data's mean (the others at their mean): -2..+2 itself when the labels are standardised.
 
 ``label_sweep`` is the pipeline's sampling function: the generator runs in eval mode under
 ``torch.no_grad()`` and only detached CPU images leave it (the seed's second failure was test
@@ -28,24 +29,30 @@ def fixed_z(G, rows: int, seed: int) -> torch.Tensor:
 
 
 def sweep_values(steps: int) -> torch.Tensor:
-    """The label values of a snapshot grid's columns: -2 to +2 in the generator's label units."""
+    """The snapshot grid's columns: -2 to +2 standard deviations from each label's centre."""
     return torch.linspace(-2.0, 2.0, steps)
 
 
-def sweep_labels(label_size: int, rows_per_label: int, steps: int) -> torch.Tensor:
-    """Labels of the grid, row-major: (label_size * rows_per_label * steps, label_size)."""
-    values = sweep_values(steps)
-    labels = torch.zeros(label_size, rows_per_label, steps, label_size)
+def sweep_labels(label_size: int, rows_per_label: int, steps: int, *, center=None, scale=None) -> torch.Tensor:
+    """Labels of the grid, row-major: (label_size * rows_per_label * steps, label_size). Rows of label
+    k sweep it over ``center[k] + t * scale[k]`` for t in ``sweep_values`` (-2..+2), the other labels
+    held at their centre; by default centre 0 and scale 1, i.e. standardised labels."""
+    t = sweep_values(steps)
+    center = torch.zeros(label_size) if center is None else torch.as_tensor(center, dtype=torch.float32)
+    scale = torch.ones(label_size) if scale is None else torch.as_tensor(scale, dtype=torch.float32)
+    labels = center.repeat(label_size, rows_per_label, steps, 1)
     for k in range(label_size):
-        labels[k, :, :, k] = values
+        labels[k, :, :, k] = center[k] + t * scale[k]
     return labels.reshape(-1, label_size)
 
 
 @torch.no_grad()
-def label_sweep(G, z: torch.Tensor, *, steps: int, chunk: int = 64) -> tuple[torch.Tensor, int, int]:
+def label_sweep(G, z: torch.Tensor, *, steps: int, chunk: int = 64, center=None,
+                scale=None) -> tuple[torch.Tensor, int, int]:
     """Images ``(rows * steps, 3, R, R)`` on the CPU, with ``rows`` and ``steps``.
 
-    Conditional G: ``rows = label_dim * len(z)`` (row ``k * len(z) + i`` sweeps label k for z[i]).
+    Conditional G: ``rows = label_dim * len(z)`` (row ``k * len(z) + i`` sweeps label k for z[i],
+    around ``center`` by ``scale`` as ``sweep_labels`` says).
     Unconditional G: ``rows = len(z)``, one z per cell.
     """
     was_training = G.training
@@ -54,7 +61,7 @@ def label_sweep(G, z: torch.Tensor, *, steps: int, chunk: int = 64) -> tuple[tor
     dtype = next(G.parameters()).dtype
     try:
         if G.label_dim:
-            labels = sweep_labels(G.label_dim, len(z), steps)
+            labels = sweep_labels(G.label_dim, len(z), steps, center=center, scale=scale)
             zs = z.repeat_interleave(steps, dim=0).repeat(G.label_dim, 1)
             rows = G.label_dim * len(z)
         else:
@@ -81,10 +88,17 @@ def value_caption(value: float) -> str:
     return f"{round(float(value), 6) + 0.0:+.3g}"
 
 
-def sweep_captions(label_names: list[str], rows_per_label: int, values) -> tuple[list[str], list[str]]:
-    """Row captions (the label each row sweeps) and column captions (the value of each column)."""
+def sweep_captions(label_names: list[str], rows_per_label: int, values, *, center=None,
+                   scale=None) -> tuple[list[str], list[str]]:
+    """Row captions (the label each row sweeps) and column captions (the value of each column).
+    With ``center`` and ``scale`` (raw labels, each row sweeping its own range) the columns read in
+    standard deviations from the data's mean, and each row names its label's mean and sd."""
+    if center is not None:
+        label_names = [f"{name} (mean {float(c):.3g}, sd {float(s):.3g})"
+                       for name, c, s in zip(label_names, center, scale, strict=True)]
     rows = [name for name in label_names for _ in range(rows_per_label)]
-    return rows, [value_caption(v) for v in values]
+    unit = "" if center is None else " sd"
+    return rows, [value_caption(v) + unit for v in values]
 
 
 def _text(lines: list[str], scale: int, align_right: bool = False) -> Image.Image:

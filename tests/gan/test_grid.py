@@ -36,3 +36,15 @@ def test_captions_sit_in_margins_and_leave_the_cells_alone(tmp_path, resolution)
     # beside 256 px cells the text is drawn at twice the size of the 16 px grid's
     text_height = int((np.asarray(margin) < 128).any(axis=1).sum() / 4)
     assert text_height >= (14 if resolution == 256 else 7)
+
+
+def test_raw_labels_are_swept_around_their_mean_in_sds():
+    from ohlora_cli.gan.grid import sweep_labels
+
+    labels = sweep_labels(2, 1, 5, center=[10.0, -3.0], scale=[2.0, 0.5]).reshape(2, 5, 2)
+    assert labels[0, :, 0].tolist() == [6.0, 8.0, 10.0, 12.0, 14.0] and (labels[0, :, 1] == -3).all()
+    assert labels[1, :, 1].tolist() == [-4.0, -3.5, -3.0, -2.5, -2.0] and (labels[1, :, 0] == 10).all()
+    assert torch.equal(sweep_labels(2, 1, 5), sweep_labels(2, 1, 5, center=[0, 0], scale=[1, 1]))
+    rows, cols = sweep_captions(["eyes", "pose"], 1, torch.linspace(-2, 2, 5), center=[10.0, -3.0], scale=[2.0, 0.5])
+    assert rows == ["eyes (mean 10, sd 2)", "pose (mean -3, sd 0.5)"]
+    assert cols == ["-2 sd", "-1 sd", "+0 sd", "+1 sd", "+2 sd"]

@@ -37,6 +37,14 @@ def stats(folder):
     return [json.loads(line) for line in (folder / "run" / "stats.jsonl").read_text().splitlines()]
 
 
+def raw_spread(csv_path, columns=("a", "b")):
+    """Each label column's mean and (population) sd, read from the CSV."""
+    import pandas as pd
+
+    table = pd.read_csv(csv_path)[list(columns)].to_numpy(np.float64)
+    return table.mean(0), table.std(0)
+
+
 def tensors(path):
     with safe_open(str(path), framework="pt") as fh:
         return {k: fh.get_tensor(k) for k in fh.keys()}
@@ -66,7 +74,8 @@ def test_training_run_writes_every_artifact(tmp_path, capsys):
     grid = np.asarray(Image.open(out / "grid-latest.png").convert("RGB"))
     top, left = grid.shape[0] - 4 * 64, grid.shape[1] - 7 * 64
     assert top > 0 and left > 0
-    images, rows, cols = label_sweep(G, fixed_z(G, 2, seed=3), steps=7)
+    center, scale = raw_spread(tmp_path / "data" / "labels.csv")  # raw labels: swept around the data
+    images, rows, cols = label_sweep(G, fixed_z(G, 2, seed=3), steps=7, center=center, scale=scale)
     cells = np.asarray(Image.open(save_grid(images, rows, cols, tmp_path / "cells.png")))
     assert np.array_equal(grid[top:, left:], cells)
     assert (grid[:top, left:] < 128).any() and (grid[top:, :left] < 128).any()  # captions are drawn
@@ -331,3 +340,26 @@ def test_cpu_threads_sets_the_runs_torch_threads(tmp_path):
     run(tiny_recipe(tmp_path / "two", kimg=0.016, extra="cpu_threads: 2"))
     assert torch.get_num_threads() == 2
     assert stats(tmp_path / "two")[-1]["kimg"] == pytest.approx(0.016)
+
+
+def test_grid_of_raw_labels_sweeps_around_the_data(tmp_path):
+    """Labels far from 0 (mean 10, sd 3) and not standardised: the grid sweeps each label from -2 to
+    +2 sd around its mean, where G was trained, not -2..+2 in raw units, where it never was."""
+    csv_path = write_dataset(tmp_path / "data")
+    text = csv_path.read_text().splitlines()
+    rows = [line.split(",") for line in text[1:]]
+    csv_path.write_text("\n".join([text[0]] + [f"{p},{10 + 3 * float(a):.3f},{10 - 3 * float(b):.3f}"
+                                                for p, a, b in rows]) + "\n")
+    run(tiny_recipe(tmp_path, csv_path=csv_path, kimg=0.032))
+    out = tmp_path / "run"
+    G = load_generator(out)
+    assert G.label_mean is None  # raw labels: the checkpoint holds no statistics
+    center, scale = raw_spread(csv_path)
+    assert 8 < center[0] < 12 and 8 < center[1] < 12
+    grid = np.asarray(Image.open(out / "grid-latest.png").convert("RGB"))
+    top, left = grid.shape[0] - 4 * 64, grid.shape[1] - 7 * 64
+    z = fixed_z(G, 2, seed=3)
+    around = save_grid(*label_sweep(G, z, steps=7, center=center, scale=scale), tmp_path / "around.png")
+    raw = save_grid(*label_sweep(G, z, steps=7), tmp_path / "raw.png")
+    assert np.array_equal(grid[top:, left:], np.asarray(Image.open(around)))
+    assert not np.array_equal(grid[top:, left:], np.asarray(Image.open(raw)))
