@@ -160,7 +160,8 @@ class GanTrain(Section):
     extra_g_steps: int = Field(0, ge=0, description="up to this many extra G steps while g_loss >= extra_g_ratio x d_loss")
     extra_g_ratio: float = Field(2.0, gt=0, description="the ratio that triggers an extra G step")
     max_nonfinite_steps: int = Field(
-        10, ge=1, description="stop the run after this many optimizer steps in a row with NaN/Inf gradients"
+        10, ge=1, description="stop the run after this many optimizer steps in a row with NaN/Inf gradients "
+        "(fp16: overflows while the loss scaler still halves from its start, at scale >= 1, do not count)"
     )
     log_kimg: float = Field(1.0, gt=0, description="write a stats.jsonl line every this many kimg")
     snapshot_kimg: float = Field(5.0, gt=0, description="save a PNG grid every this many kimg")

@@ -569,6 +569,7 @@ class _Loop:
         self.save_at = Interval(t.checkpoint_kimg, c["cur_nimg"])
         self.control_at = Interval(t.label_control.every_kimg, c["cur_nimg"])
         self.tick = Tick(c["cur_nimg"], hooks.figures)
+        self.skipped_nets: set[str] = set()  # networks whose optimizer step was skipped in this step
         self.progress: TrainProgress | None = None
         self.start_time = time.time()
 
@@ -597,6 +598,7 @@ class _Loop:
         set_lr(factor, *((nets.opts[n], nets.lrs[n]) for n in ("G", "D")))
         figures: dict[str, list] = {}
         stepped = True
+        self.skipped_nets.clear()
         for phase in self.phases:
             if c["step"] % phase.every == 0:
                 got, ok = self.run_phase(phase, real_img, real_c)
@@ -604,7 +606,10 @@ class _Loop:
                     figures.setdefault(k, []).extend(v)
                 stepped = stepped and ok
         extra, ok = self.extra_g_steps(figures, real_img, real_c)
-        c["nonfinite_streak"] = 0 if stepped and ok else c["nonfinite_streak"] + 1
+        if stepped and ok:
+            c["nonfinite_streak"] = 0
+        elif not self.scalers_backing_off():
+            c["nonfinite_streak"] += 1
         if c["nonfinite_streak"] >= t.max_nonfinite_steps:
             raise RunFailed(f"{c['nonfinite_streak']} optimizer steps in a row had NaN/Inf gradients "
                             f"(at {c['cur_nimg'] / 1000:g} kimg)", hint=self.hooks.nonfinite_hint)
@@ -643,7 +648,17 @@ class _Loop:
                 figures.setdefault(k, []).append(v)
         stepped = step_optimizer(nets.opts[phase.net], nets.params[phase.net], distributed=ctx.env.distributed,
                                  scaler=scaler)
+        if not stepped:
+            self.skipped_nets.add(phase.net)
         return figures, stepped
+
+    def scalers_backing_off(self) -> bool:
+        """fp16: each network whose step was skipped has a loss scaler still halving from its start
+        (scale >= 1): an overflow there is the scaler finding its scale, not a diverging run, and does
+        not count towards train.max_nonfinite_steps. Gradients that stay NaN/Inf drive the scale
+        below 1 within 17 steps; from then on they count."""
+        scalers = [self.nets.scalers[net] for net in self.skipped_nets]
+        return bool(scalers) and all(s.is_enabled() and s.get_scale() >= 1 for s in scalers)
 
     def extra_g_steps(self, figures: dict, real_img, real_c) -> tuple[int, bool]:
         """Oh-LoRA v1: up to N more G steps while ``g_loss >= ratio x d_loss`` (G lags behind D)."""

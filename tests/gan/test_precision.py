@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from ohlora_cli import recipes
+from ohlora_cli.errors import RunFailed
 from ohlora_cli.gan import checkpoint as ckpt
 from ohlora_cli.gan import engine
 from ohlora_cli.gan.loss import StyleGANLoss
@@ -185,3 +186,47 @@ def test_a_run_plans_its_precision_from_the_card(tmp_path, card, cap, precision,
     assert (ctx.device.type, ctx.precision, ctx.amp_dtype) == ("cuda", precision, amp)
     names = [p.name for p in engine.adversarial_phases(ctx.recipe.train, ctx.precision)]
     assert "Dboth" in names or "Dreg" in names  # Oh-LoRA's R1 every step survives fp16 too
+
+
+def _fp16_run(tmp_path, monkeypatch, *, init_scale: float, extra: str = ""):
+    """The adversarial method with the context's precision set to fp16 and its loss scalers built for
+    the CPU (ohlora refuses fp16 there and makes CUDA scalers), starting at ``init_scale``."""
+    made: list[torch.amp.GradScaler] = []
+
+    def cpu_scaler(precision):
+        made.append(torch.amp.GradScaler("cpu", init_scale=init_scale, enabled=precision == "fp16"))
+        return made[-1]
+
+    monkeypatch.setattr(engine, "make_scaler", cpu_scaler)
+    recipe = recipes.load(str(tiny_recipe(tmp_path, kimg=0.4, extra="max_nonfinite_steps: 5\n" + extra)),
+                          expect_kind="gan")
+    ctx = engine.plan_run(recipe, resume=False)
+    ctx.precision = "fp16"
+    engine.build_data(ctx, dry_run=False)
+    engine.read_data(ctx, dry_run=False)
+    engine.open_run(ctx)
+    METHODS["adversarial"](ctx)
+    return made, [json.loads(x) for x in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+
+
+def test_fp16_scaler_backing_off_is_not_a_diverging_run(tmp_path, monkeypatch):
+    """A loss scaler that starts far too high overflows the fp16 backward step after step while it
+    halves towards a scale that fits: more skipped steps in a row than train.max_nonfinite_steps (5),
+    and still a healthy run, which trains to the end once the scale fits."""
+    scalers, lines = _fp16_run(tmp_path, monkeypatch, init_scale=2.0**40)
+    assert len(scalers) == 2 and all(s.is_enabled() for s in scalers)
+    skipped = sum(r["skipped_steps"] for r in lines if "skipped_steps" in r)
+    assert skipped > 5, skipped  # the scaler had to back off for longer than the streak allows
+    assert all(s.get_scale() < 2.0**30 for s in scalers)  # ... and it did
+    ticks = [r for r in lines if "d_loss" in r]
+    assert ticks[-1]["kimg"] == pytest.approx(0.4) and ticks[-1]["skipped_steps"] == 0
+    assert lines[-1]["done"] is True
+
+
+def test_fp16_gradients_that_stay_nan_still_stop_the_run(tmp_path, monkeypatch):
+    """NaN gradients drive the scale below 1 (17 halvings from 2^16); from then on the streak counts."""
+    original = StyleGANLoss.run_D
+    monkeypatch.setattr(StyleGANLoss, "run_D",
+                        lambda self, img, c, amp=True: original(self, img, c, amp=amp) * float("nan"))
+    with pytest.raises(RunFailed, match="5 optimizer steps in a row had NaN/Inf gradients"):
+        _fp16_run(tmp_path, monkeypatch, init_scale=2.0**16)
