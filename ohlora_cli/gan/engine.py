@@ -727,7 +727,9 @@ def _finish(ctx: RunContext, nets: Networks, path: Path | None, hooks: Hooks, se
         summary.update(result.metrics)
     probe = None
     if ctx.recipe.data.synthetic and ctx.dataset.cache is not None:  # a second opinion that is not the scorer
-        probe = label_probe(nets.G_ema, ctx.dataset.cache.numpy(), ctx.dataset.labels.numpy(), seed=ctx.recipe.seed)
+        center, scale = ctx.table.raw_spread() or (None, None)
+        probe = label_probe(nets.G_ema, ctx.dataset.cache.numpy(), ctx.dataset.labels.numpy(), seed=ctx.recipe.seed,
+                            center=center, scale=scale)
         summary.update({f"pixel_probe/{n}/r": round(v, 4) for n, v in zip(names, probe, strict=True)})
     ctx.log(summary)
     if result is not None:

@@ -117,16 +117,17 @@ def fit_pixel_ridge(images: np.ndarray, labels: np.ndarray, alpha: float = 10.0)
 
 
 def label_probe(G, images: np.ndarray, labels: np.ndarray, *, samples: int = 32, steps: int = 9,
-                seed: int = 0) -> list[float]:
-    """Per label: the correlation between requested values (-2..+2, the other labels at 0, fixed z)
-    and what a pixel ridge regressor fitted on the real ``images`` / ``labels`` reads off G's images."""
+                seed: int = 0, center=None, scale=None) -> list[float]:
+    """Per label: the correlation between requested values (-2..+2 sd around ``center`` as the grids
+    sweep, default -2..+2 with the other labels at 0; fixed z) and what a pixel ridge regressor
+    fitted on the real ``images`` / ``labels`` reads off G's images."""
     import torch
 
     from .grid import label_sweep
 
     predict = fit_pixel_ridge(images, labels)
     z = torch.randn(samples, G.z_dim, generator=torch.Generator().manual_seed(seed))
-    generated, _, _ = label_sweep(G, z, steps=steps)
+    generated, _, _ = label_sweep(G, z, steps=steps, center=center, scale=scale)
     measured = predict(generated.numpy()).reshape(G.label_dim, samples, steps, G.label_dim)
     wanted = np.broadcast_to(np.linspace(-2, 2, steps), (samples, steps))
     return [float(np.corrcoef(wanted.ravel(), measured[k, :, :, k].ravel())[0, 1]) for k in range(G.label_dim)]

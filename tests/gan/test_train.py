@@ -363,3 +363,26 @@ def test_grid_of_raw_labels_sweeps_around_the_data(tmp_path):
     raw = save_grid(*label_sweep(G, z, steps=7), tmp_path / "raw.png")
     assert np.array_equal(grid[top:, left:], np.asarray(Image.open(around)))
     assert not np.array_equal(grid[top:, left:], np.asarray(Image.open(raw)))
+
+
+def test_pixel_readback_of_a_raw_label_run_sweeps_around_the_data(tmp_path, monkeypatch):
+    """The demo's end-of-run read-back on raw labels (brightness has mean ~0.25, sd ~0.08) asks G
+    for -2..+2 sd around the data, as the grid does: -2..+2 in raw units lies ~25 sd outside it."""
+    from ohlora_cli import recipes
+    from ohlora_cli.gan.data import GanDataset, read_table
+    from ohlora_cli.gan.synthetic import label_probe
+
+    monkeypatch.chdir(tmp_path)
+    overrides = ["data.standardize_labels=false", "train.kimg=0.5", "train.log_kimg=0.5", "output_dir=runs/raw"]
+    run("gan-demo", *overrides)
+    summary = [json.loads(x) for x in (tmp_path / "runs/raw/stats.jsonl").read_text().splitlines()][-1]
+    table = read_table(recipes.load("gan-demo", overrides).data)
+    center, scale = table.raw_spread()
+    assert 0.1 < center[0] < 0.4 and scale[0] < 0.2
+    dataset = GanDataset(table, 16, cache_mb=64)
+    images, labels = dataset.cache.numpy(), dataset.labels.numpy()
+    G = load_generator(tmp_path / "runs/raw")
+    around = label_probe(G, images, labels, center=center, scale=scale)
+    assert [summary["pixel_probe/brightness/r"], summary["pixel_probe/position/r"]] == \
+        pytest.approx(around, abs=1e-4)
+    assert label_probe(G, images, labels) != pytest.approx(around, abs=1e-3)
