@@ -211,8 +211,18 @@ def generate(
         str | None,
         typer.Option("--sweep", metavar="LABEL", help="Sweep this label across the columns, the others as --labels."),
     ] = None,
-    start: Annotated[float, typer.Option("--from", help="First value of the sweep, in label units.")] = -2.0,
-    stop: Annotated[float, typer.Option("--to", help="Last value of the sweep, in label units.")] = 2.0,
+    start: Annotated[
+        float | None,
+        typer.Option("--from", show_default=False,
+                     help="First value of the sweep, in label units (default: 2 sd below the data's mean; -2 for "
+                     "z-scores)."),
+    ] = None,
+    stop: Annotated[
+        float | None,
+        typer.Option("--to", show_default=False,
+                     help="Last value of the sweep, in label units (default: 2 sd above the data's mean; +2 for "
+                     "z-scores)."),
+    ] = None,
     steps: Annotated[int, typer.Option("--steps", min=2, help="Columns of the sweep.")] = 7,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write one PNG grid to this new file.", show_default=False)

@@ -35,7 +35,7 @@ def check_outputs(output: Path | None, out_dir: Path | None) -> None:
 
 
 def run(source: str, *, labels: str | None, n: int | None, seed: int, truncation: float, sweep: str | None,
-        start: float, stop: float, steps: int, output: Path | None, out_dir: Path | None, scorer: str | None,
+        start: float | None, stop: float | None, steps: int, output: Path | None, out_dir: Path | None, scorer: str | None,
         device: str) -> None:
     check_outputs(output, out_dir)
     if not Path(source).exists():
@@ -70,7 +70,10 @@ def run(source: str, *, labels: str | None, n: int | None, seed: int, truncation
     if G.label_dim:
         fixed = ", ".join(f"{name} {float(v):+.3g}" for name, v in zip(request.names, request.labels[0].tolist(),
                                                                         strict=True) if name != request.sweep)
-        swept = f"{request.sweep} swept {start:+.3g} .. {stop:+.3g}; " if request.sweep else ""
+        swept = ""
+        if request.sweep:
+            values = request.labels[:, request.names.index(request.sweep)]
+            swept = f"{request.sweep} swept {float(values[0]):+.3g} .. {float(values[-1]):+.3g}; "
         info(f"labels ({gen.units(G)}): {swept}{fixed or 'no other'}")
     if measured is not None:
         _print_measured(request, measured)

@@ -331,6 +331,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
         labels = ckpt.json("labels", {})
         G.label_names = labels.get("names", [])
         G.label_mean, G.label_std = labels.get("mean"), labels.get("std")
+        G.label_spread = labels.get("spread")  # absent from checkpoints written before it was stored
     else:
         nets = read_networks(path)
         state = nets.get("generator_smooth") or nets.get("generator")

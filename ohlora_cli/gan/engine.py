@@ -90,11 +90,15 @@ class RunContext:
 
     @property
     def label_info(self) -> dict:
-        """Label names and standardisation (raw-unit mean / std, or None), as checkpoints store them."""
+        """Label names and standardisation (raw-unit mean / std, or None), as checkpoints store them;
+        for a run on raw labels, their mean and sd in the data (``spread``), what ``generate`` centres on."""
         t = self.table
+        spread = t.raw_spread()
         return {"names": t.label_names,
                 "mean": None if t.mean is None else [float(v) for v in t.mean],
-                "std": None if t.std is None else [float(v) for v in t.std]}
+                "std": None if t.std is None else [float(v) for v in t.std],
+                "spread": None if spread is None else {"mean": [float(v) for v in spread[0]],
+                                                       "sd": [float(v) for v in spread[1]]}}
 
     @cached_property
     def dataset(self) -> GanDataset:
@@ -240,6 +244,7 @@ def start_networks(ctx: RunContext) -> tuple[Generator, Generator, torch.nn.Modu
     for net in (G, G_ema):
         net.label_names = list(ctx.table.label_names)
         net.label_mean, net.label_std = ctx.label_info["mean"], ctx.label_info["std"]
+        net.label_spread = ctx.label_info["spread"]
     return G.to(ctx.device), G_ema.to(ctx.device).eval().requires_grad_(False), D.to(ctx.device)
 
 

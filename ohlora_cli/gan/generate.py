@@ -3,9 +3,12 @@
 **Units.** Label values are in the generator's own label units, the units it was trained on:
 z-scores when the run standardised its labels (``data.standardize_labels``: 0 is the data's mean,
 1 one standard deviation; ``G.label_mean`` / ``G.label_std`` convert), else the raw values of the
-CSV. A standardised value beyond ``Z_LIMIT`` is refused: the generator never saw one and its
-images there say nothing about the label. Raw values are checked for being finite only (the
-checkpoint holds no statistics to judge them by).
+CSV. Labels not given are the data's mean (0 when standardised), and a sweep goes from -2 to +2
+standard deviations around it unless ``--from`` / ``--to`` say otherwise. A value more than
+``Z_LIMIT`` standard deviations from the mean is refused: the generator never saw one and its
+images there say nothing about the label. A file that does not record the data's spread (a
+GenForce ``.pth``, a raw-label run from before it was recorded) is checked for finite values only,
+with 0 for labels not given and -2..+2 for a sweep.
 
 **Seeds.** Every image's z comes from its own seed, ``seed + i`` for image i (a sweep: for row i),
 so any image can be drawn again alone: ``--seed S+i -n 1`` with its labels.
@@ -39,10 +42,21 @@ def standardised(G) -> bool:
     return G.label_dim > 0 and getattr(G, "label_std", None) is not None
 
 
+def spread(G) -> tuple[list[float], list[float]] | None:
+    """Each label's mean and sd in the data, in the generator's units: 0 and 1 when standardised,
+    the CSV's for a run on raw labels; None when the file does not record them."""
+    if standardised(G):
+        return [0.0] * G.label_dim, [1.0] * G.label_dim
+    recorded = getattr(G, "label_spread", None)
+    return (list(recorded["mean"]), list(recorded["sd"])) if recorded else None
+
+
 def units(G) -> str:
     """How the generator's label values read, in words."""
     if standardised(G):
         return "z-scores: the run standardised its labels, raw = mean + z x std"
+    if spread(G) is not None:
+        return "raw units: the CSV's values, the run did not standardise its labels; labels not given: the data's mean"
     return "raw units: the CSV's values, the run did not standardise its labels"
 
 
@@ -79,15 +93,27 @@ def _needs_labels(G, option: str) -> None:
 
 
 def check_value(G, name: str, value: float, option: str) -> None:
-    """A finite value; for standardised labels within +-Z_LIMIT."""
+    """A finite value, within ``Z_LIMIT`` sd of the data's mean when the file records the spread."""
     if not math.isfinite(value):
         raise BadInputError(f"{option}: {name}={value} is not a finite number")
-    if standardised(G) and abs(value) > Z_LIMIT:
-        raise BadInputError(
-            f"{option}: {name}={value:g} is out of range: this run's labels are z-scores, and the generator saw "
-            f"none beyond +-{Z_LIMIT:g}",
-            hint=f"Give a value from -{Z_LIMIT:g} to {Z_LIMIT:g} (0 = the data's mean for {name}, 1 = one standard "
-                 "deviation above it).")
+    if standardised(G):
+        if abs(value) > Z_LIMIT:
+            raise BadInputError(
+                f"{option}: {name}={value:g} is out of range: this run's labels are z-scores, and the generator saw "
+                f"none beyond +-{Z_LIMIT:g}",
+                hint=f"Give a value from -{Z_LIMIT:g} to {Z_LIMIT:g} (0 = the data's mean for {name}, 1 = one "
+                     "standard deviation above it).")
+        return
+    known = spread(G)
+    if known is not None:
+        k = label_names(G).index(name)
+        mean, sd = known[0][k], known[1][k]
+        low, high = mean - Z_LIMIT * sd, mean + Z_LIMIT * sd
+        if not low <= value <= high:
+            raise BadInputError(
+                f"{option}: {name}={value:g} is out of range: this run trained on raw labels, {name} with mean "
+                f"{mean:.4g} and sd {sd:.4g}, and the generator saw none beyond +-{Z_LIMIT:g} sd",
+                hint=f"Give a value from {low:.4g} to {high:.4g}.")
 
 
 @dataclass
@@ -109,12 +135,13 @@ class Request:
 
 
 def plan(G, *, labels: dict[str, float], n: int | None, seed: int, sweep: str | None = None,
-         start: float = -2.0, stop: float = 2.0, steps: int = 7) -> Request:
-    """The request: ``n`` images (default 16) with ``labels`` (others at 0), in a near-square grid;
-    or with ``sweep``, ``n`` rows (default 4) of one z each, the label going from ``start`` to
-    ``stop`` over ``steps`` columns."""
+         start: float | None = None, stop: float | None = None, steps: int = 7) -> Request:
+    """The request: ``n`` images (default 16) with ``labels`` (others at the data's mean), in a
+    near-square grid; or with ``sweep``, ``n`` rows (default 4) of one z each, the label going from
+    ``start`` to ``stop`` (default: -2 and +2 sd around its mean) over ``steps`` columns."""
     names = label_names(G)
-    base = torch.zeros(G.label_dim)
+    means, sds = spread(G) or ([0.0] * G.label_dim, [1.0] * G.label_dim)
+    base = torch.tensor(means, dtype=torch.float32)
     for name, value in labels.items():
         base[names.index(name)] = value
     if sweep is None:
@@ -128,6 +155,9 @@ def plan(G, *, labels: dict[str, float], n: int | None, seed: int, sweep: str | 
     if sweep in labels:
         raise BadInputError(f"--sweep {sweep}: the swept label is also given in --labels",
                             hint="Leave it out of --labels; --from and --to set its range.")
+    k = names.index(sweep)
+    start = means[k] - 2 * sds[k] if start is None else start
+    stop = means[k] + 2 * sds[k] if stop is None else stop
     for option, value in (("--from", start), ("--to", stop)):
         check_value(G, sweep, value, option)
     rows = n or 4

@@ -282,6 +282,8 @@ class Generator(nn.Module):
         self.label_names: list[str] = []
         self.label_mean: list[float] | None = None
         self.label_std: list[float] | None = None
+        # A run on raw labels: their mean and sd in the data ({"mean": [...], "sd": [...]}), or None.
+        self.label_spread: dict | None = None
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, *, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None, random_noise: bool = False) -> torch.Tensor:

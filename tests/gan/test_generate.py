@@ -107,14 +107,37 @@ def test_out_dir_writes_each_image_with_its_seed_and_labels(run_dir, tmp_path):
     assert np.array_equal(pixels(tmp_path / "again" / "000000.png"), first)
 
 
-def test_raw_labels_are_not_range_checked(tmp_path):
+def test_raw_labels_centre_on_the_data(tmp_path):
+    """A run on raw labels records their mean and sd: labels not given are the data's mean, a sweep
+    goes from -2 to +2 sd around it, and a value more than 4 sd away is refused with the range."""
     run = trained_run(tmp_path, standardize=False)
-    result = generate(run, "-n", 2, "--labels", "a=12.5", "--out-dir", tmp_path / "d")
+    G = load_generator(run)
+    with open(tmp_path / "data" / "labels.csv", newline="") as fh:
+        table = np.array([[float(r["a"]), float(r["b"])] for r in csv.DictReader(fh)])
+    mean, sd = table.mean(0), table.std(0)
+    assert G.label_spread["mean"] == pytest.approx(mean) and G.label_spread["sd"] == pytest.approx(sd)
+
+    result = generate(run, "-n", 2, "--labels", f"a={mean[0] + 1:.3f}", "--out-dir", tmp_path / "d")
     assert result.exit_code == 0, result.output
-    assert "raw units" in result.output
+    assert "raw units" in result.output and "labels not given: the data's mean" in result.output
     with open(tmp_path / "d" / "images.csv", newline="") as fh:
-        header = next(csv.reader(fh))
-    assert header == ["file", "seed", "a", "b"]  # no _raw columns: the labels are raw already
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["file", "seed", "a", "b"]  # no _raw columns: the labels are raw already
+    assert float(rows[0]["b"]) == pytest.approx(mean[1], abs=1e-5)  # b was not given
+
+    result = generate(run, "--sweep", "a", "-n", 1, "--steps", 5, "-o", tmp_path / "s.png")
+    assert result.exit_code == 0, result.output
+    low, high = mean[0] - 2 * sd[0], mean[0] + 2 * sd[0]
+    assert f"a swept {low:+.3g} .. {high:+.3g}" in result.output
+    values = [[low + (high - low) * j / 4, mean[1]] for j in range(5)]
+    assert np.array_equal(pixels(tmp_path / "s.png")[-64:, -5 * 64:],
+                          expected_cells(tmp_path, G, values, [0] * 5, 1, 5))
+
+    far = mean[0] + 4.5 * sd[0]
+    result = generate(run, "--labels", f"a={far:.4f}", "-o", tmp_path / "x.png")
+    assert result.exit_code == 2 and "--labels: a=" in result.output
+    assert "is out of range: this run trained on raw labels" in result.output and "Traceback" not in result.output
+    assert f"Give a value from {mean[0] - 4 * sd[0]:.4g} to {mean[0] + 4 * sd[0]:.4g}" in result.output
 
 
 @pytest.mark.parametrize("args, message", [
