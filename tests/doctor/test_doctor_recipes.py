@@ -173,6 +173,32 @@ def test_real_gan_probe_reports_a_bad_label_cell_through_the_cli(tmp_path):
     assert "labels.csv" in row["message"] and "brightness" in row["message"]
 
 
+@pytest.mark.parametrize(("scale", "standardize", "warned"), [
+    (0.1, False, True),  # raw labels with sd ~0.04 and ~0.05: far from z-scores
+    (1.0, False, False),  # raw labels with sd ~0.4 and ~0.5: near enough
+    (0.1, True, False),  # the same small labels, standardised by the run
+])
+def test_gan_probe_warns_of_raw_labels_far_from_z_scores(tmp_path, scale, standardize, warned):
+    from PIL import Image
+
+    rows = ["img_path,brightness,position"]
+    for n in range(4):
+        Image.new("RGB", (16, 16), (40 * n, 80, 120)).save(tmp_path / f"{n}.png")
+        rows.append(f"{n}.png,{scale * n / 3},{-scale * n / 2.5}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = runner.invoke(app, ["doctor", "gan-demo", "--json", "--select", "recipe-data",
+                                 "--set", f"data.csv={tmp_path / 'labels.csv'}", "--set", "data.synthetic=null",
+                                 "--set", f"data.standardize_labels={str(standardize).lower()}",
+                                 "--set", f"output_dir={tmp_path / 'run'}"])
+    assert result.exit_code == 0, result.output
+    warns = [r for r in findings_of(result, "recipe-data") if r["status"] == "warn"]
+    assert bool(warns) == warned, warns
+    if warned:
+        [row] = warns
+        assert "brightness mean 0.05, sd 0.0373" in row["message"] and "position mean" in row["message"]
+        assert row["where"] == "data.standardize_labels"
+
+
 @pytest.mark.parametrize(("gpus", "weights"), [
     ([], "float32"),  # no card: fp32 on the CPU
     ([{"name": "sim T4", "total": 16 << 30, "free": 15 << 30, "capability": [7, 5]}], "float16"),
