@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import os
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,8 +73,9 @@ class Project:
 
     def _parse(self, name: str, path: Path, package: str) -> Module:
         try:
-            source = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            with tokenize.open(path) as fh:  # as Python reads it: a BOM or a coding cookie, else UTF-8
+                source = fh.read()
+        except (OSError, UnicodeDecodeError, SyntaxError) as exc:
             raise BadInputError(f"{display(path)}: cannot read the script ({exc})") from exc
         try:
             tree = ast.parse(source, filename=str(path))
