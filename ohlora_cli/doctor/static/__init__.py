@@ -149,6 +149,10 @@ class ScriptMultiGpuBatch(Check):
         configs = {e.site: e for e in result.timeline if e.kind == "config"}
         if not configs or result.launcher:
             return []  # one process per GPU (torchrun, accelerate, mp.spawn, deepspeed, Lightning): no DataParallel
+        placements = [e for e in result.timeline if e.kind == "placement"]
+        if any(e.value == "8/4-bit" for e in placements):
+            return []  # the Trainer never wraps an 8/4-bit model in DataParallel
+        maybe = next((e for e in placements if e.value == "maybe"), None)
         pinned = _effective_env(result.timeline)
         visible = _devices(pinned.value) if pinned is not None else ctx.gpus
         findings = []
@@ -167,6 +171,12 @@ class ScriptMultiGpuBatch(Check):
                     f"{per_device or 'per_device_train_batch_size'} x N GPUs ({example}). The number of GPUs is "
                     f"unknown here.",
                     where=event.site, hint=f"Pass --gpus N to check a plan. {fix}"))
+            elif visible > 1 and maybe is not None:
+                findings.append(self.finding(
+                    Status.WARN,
+                    f"{launch}, {visible} visible GPUs: the Trainer multiplies the batch by {visible} (DataParallel) "
+                    f"unless the model is quantized or spread over the GPUs, and {maybe.detail} (at {maybe.site})",
+                    where=event.site, hint=fix))
             elif visible > 1:
                 if per_device is None:
                     figures = (f"train_batch_size = per_device_train_batch_size x {visible} per step (DataParallel), "

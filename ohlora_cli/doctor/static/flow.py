@@ -113,11 +113,12 @@ class Retention:
 
 @dataclass
 class Event:
-    kind: str  # "env-set", "cuda", "config"
+    kind: str  # "env-set", "cuda", "config", "placement"
     site: str
     stack: tuple
     detail: str = ""
-    value: object = None  # env-set: the value (str) or None; config: (per_device, accumulation)
+    value: object = None  # env-set: the value (str) or None; config: (per_device, accumulation);
+    # placement: "8/4-bit" (the Trainer never wraps it in DataParallel), or "maybe" with the reason in detail
     owner: str | None = None  # config: the module that builds it
 
 
@@ -1685,6 +1686,23 @@ class Interpreter:
                 accumulation = value
         self.timeline.append(Event("config", where(frame.module, node), self.state.stack, cls,
                                    (per_device, accumulation), owner=display(frame.module.path)))
+
+    def placement_event(self, node: ast.Call, frame: Frame) -> None:
+        """A pretrained model loaded in 8/4-bit or placed by ``device_map``: transformers' Trainer
+        wraps neither in DataParallel (quantized models never; a model spread over several GPUs is
+        model-parallel). Definite only for a literal ``load_in_8bit=True`` / ``load_in_4bit=True``."""
+        keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
+        quantized = [k for k in ("load_in_8bit", "load_in_4bit") if k in keywords]
+        if any(_const(keywords[k]) is True for k in quantized):
+            value, detail = "8/4-bit", "loaded in 8/4-bit"
+        elif quantized or "quantization_config" in keywords:
+            value, detail = "maybe", "the model may be loaded quantized (never wrapped in DataParallel)"
+        elif "device_map" in keywords and _const(keywords["device_map"]) not in ("cpu", None) \
+                and not isinstance(_const(keywords["device_map"]), int):
+            value, detail = "maybe", "device_map may spread the model over several GPUs (model-parallel: no DataParallel)"
+        else:
+            return
+        self.timeline.append(Event("placement", where(frame.module, node), self.state.stack, detail, value))
 
     def _int_value(self, expr: ast.expr, frame: Frame) -> int | None:
         value = _const(expr)

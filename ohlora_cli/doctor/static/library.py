@@ -716,6 +716,7 @@ def _from_pretrained(c: Call):
     for kw in c.node.keywords:
         if kw.arg in ("dtype", "torch_dtype"):
             dtype = c.interp.dtype_name(kw.value, c.frame)
+    c.interp.placement_event(c.node, c.frame)
     return Mod(label="model", f64=dtype == "f64")
 
 
