@@ -1107,6 +1107,8 @@ class Interpreter:
             value = Mod(obj=obj, label=info.name)
         else:
             value = Inst(obj)
+        if any(map(library.is_training_config, bases)):  # class OurTrainingArguments(TrainingArguments)
+            self.config_event(node, frame, info.name)
         init = project.find_method(info, "__init__")
         if init is not None:
             self.call_function(init[0].module, init[1], args, kwargs, value, where(frame.module, node))

@@ -19,6 +19,7 @@ from typing import Any
 from .values import (
     NONE,
     UNKNOWN,
+    ClassRef,
     Const,
     Dataset,
     DictV,
@@ -262,7 +263,14 @@ def _cuda_query(c: Call):
     return T("num", "int") if c.short == "device_count" else UNKNOWN
 
 
-@family(lambda name, short: short in TRAINING_CONFIGS or (name.startswith("trl.") and short.endswith("Config")))
+def is_training_config(qualname: str) -> bool:
+    """transformers' TrainingArguments and trl's SFTConfig & co. (trl's ModelConfig is not one)."""
+    short = qualname.rsplit(".", 1)[-1]
+    return short in TRAINING_CONFIGS or (qualname.startswith("trl.") and short.endswith("Config")
+                                         and short != "ModelConfig")
+
+
+@family(lambda name, short: is_training_config(name))
 def _training_config(c: Call):
     c.interp.config_event(c.node, c.frame, c.short)
     if any(kw.arg == "deepspeed" for kw in c.node.keywords):
@@ -270,12 +278,13 @@ def _training_config(c: Call):
     return Lib(c.name + "()")
 
 
-def _config_class(value) -> str | None:
-    if isinstance(value, Lib):
-        short = value.qualname.rsplit(".", 1)[-1]
-        if short in TRAINING_CONFIGS or (value.qualname.startswith("trl.") and short.endswith("Config")
-                                         and short not in ("ModelConfig",)):
-            return short
+def _config_class(c: Call, value) -> str | None:
+    """The training config class an argument parser is given: a library one, or a local subclass of
+    one (``class OurTrainingArguments(TrainingArguments)``)."""
+    if isinstance(value, Lib) and is_training_config(value.qualname):
+        return value.qualname.rsplit(".", 1)[-1]
+    if isinstance(value, ClassRef) and any(map(is_training_config, c.interp.project.library_bases(value.info))):
+        return value.info.name
     return None
 
 
@@ -284,7 +293,7 @@ def _config_class(value) -> str | None:
 def _argument_parser(c: Call):
     """Remember which training config the parser will build: ``HfArgumentParser(...)(SFTConfig)``."""
     types = list(c.first.items) if isinstance(c.first, Seq) else [c.first]
-    built = next(filter(None, map(_config_class, types)), None)
+    built = next(filter(None, (_config_class(c, t) for t in types)), None)
     return Lib(f"{c.name}({built or ''})")
 
 
