@@ -155,18 +155,23 @@ def test_preflight_failure_that_is_not_bad_input_exits_1(tmp_path, monkeypatch):
     assert stopped.value.exit_code == 1
 
 
-def test_real_gan_probe_reports_a_bad_label_cell_through_the_cli(tmp_path):
-    pytest.importorskip("ohlora_cli.doctor.probes.gan")
+def doctor_gan_data(tmp_path, labels, *overrides):
+    """``ohlora doctor gan-demo --select recipe-data`` on 4 real 16 px images whose CSV rows carry
+    ``labels(n)`` (the brightness and position cells of row n)."""
     from PIL import Image
 
     rows = ["img_path,brightness,position"]
     for n in range(4):
         Image.new("RGB", (16, 16), (40 * n, 80, 120)).save(tmp_path / f"{n}.png")
-        rows.append(f"{n}.png,{'n/a' if n == 2 else n / 2},{-n / 3}")
+        rows.append(f"{n}.png,{','.join(map(str, labels(n)))}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    result = runner.invoke(app, ["doctor", "gan-demo", "--json", "--select", "recipe-data",
-                                 "--set", f"data.csv={tmp_path / 'labels.csv'}", "--set", "data.synthetic=null",
-                                 "--set", f"output_dir={tmp_path / 'run'}"])
+    return runner.invoke(app, ["doctor", "gan-demo", "--json", "--select", "recipe-data",
+                               "--set", f"data.csv={tmp_path / 'labels.csv'}", "--set", "data.synthetic=null",
+                               "--set", f"output_dir={tmp_path / 'run'}", *overrides])
+
+
+def test_real_gan_probe_reports_a_bad_label_cell_through_the_cli(tmp_path):
+    result = doctor_gan_data(tmp_path, lambda n: ("n/a" if n == 2 else n / 2, -n / 3))
     assert result.exit_code == 1, result.output
     [row] = findings_of(result, "recipe-data")
     assert row["status"] == "fail"
@@ -179,17 +184,8 @@ def test_real_gan_probe_reports_a_bad_label_cell_through_the_cli(tmp_path):
     (0.1, True, False),  # the same small labels, standardised by the run
 ])
 def test_gan_probe_warns_of_raw_labels_far_from_z_scores(tmp_path, scale, standardize, warned):
-    from PIL import Image
-
-    rows = ["img_path,brightness,position"]
-    for n in range(4):
-        Image.new("RGB", (16, 16), (40 * n, 80, 120)).save(tmp_path / f"{n}.png")
-        rows.append(f"{n}.png,{scale * n / 3},{-scale * n / 2.5}")
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    result = runner.invoke(app, ["doctor", "gan-demo", "--json", "--select", "recipe-data",
-                                 "--set", f"data.csv={tmp_path / 'labels.csv'}", "--set", "data.synthetic=null",
-                                 "--set", f"data.standardize_labels={str(standardize).lower()}",
-                                 "--set", f"output_dir={tmp_path / 'run'}"])
+    result = doctor_gan_data(tmp_path, lambda n: (scale * n / 3, -scale * n / 2.5),
+                             "--set", f"data.standardize_labels={str(standardize).lower()}")
     assert result.exit_code == 0, result.output
     warns = [r for r in findings_of(result, "recipe-data") if r["status"] == "warn"]
     assert bool(warns) == warned, warns
