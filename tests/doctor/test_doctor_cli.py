@@ -131,3 +131,24 @@ def test_doctor_package_and_script_analysis_import_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_imports_resolve_through_pythonpath_as_python_does(tmp_path, monkeypatch):
+    """`PYTHONPATH=. python scripts/train.py`: the package lives at the repository root, not beside the
+    script. Without PYTHONPATH the doctor cannot read it (nor could Python import it); with it, the
+    float64 labels in the package are found."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "labels.py").write_text(
+        "import torch\n\n\ndef sweep(n=7):\n    return torch.zeros(9, n, dtype=torch.float64)\n")
+    (tmp_path / "scripts" / "train.py").write_text(
+        "import torch\nfrom torch import nn\n\nfrom mypkg.labels import sweep\n\n"
+        "embed = nn.Linear(7, 16)\nwith torch.no_grad():\n    print(embed(sweep()))\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    alone = [f for f in one_json(doctor("scripts/train.py", "--json"))["findings"] if f["status"] == "fail"]
+    assert alone == []
+    monkeypatch.setenv("PYTHONPATH", ".")
+    found = [f for f in one_json(doctor("scripts/train.py", "--json"))["findings"] if f["status"] == "fail"]
+    assert [(f["check"], f["where"]) for f in found] == [("dtype-mismatch", "scripts/train.py:8")]

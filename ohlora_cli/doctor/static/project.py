@@ -64,7 +64,8 @@ class Project:
         if not entry.is_file():
             raise BadInputError(f"{entry}: no such script", hint="Pass the path of a Python file.")
         self.root = entry.resolve().parent
-        self.roots: list[Path] = [self.root]  # sys.path as the script leaves it: its folder, then appends
+        # sys.path as Python starts the script: its folder, then PYTHONPATH; appends come later
+        self.roots: list[Path] = [self.root, *_pythonpath()]
         self.modules: dict[str, Module] = {}
         self.entry = self._parse("__main__", entry.resolve(), package="")
         self._index(self.entry)
@@ -282,6 +283,13 @@ class Project:
             if name in current.methods:
                 return current, current.methods[name]
         return None
+
+
+def _pythonpath() -> list[Path]:
+    """The PYTHONPATH folders (the user's own code, e.g. a repository root set for ``python
+    scripts/train.py``); installed packages are libraries to the doctor, never read as local code."""
+    folders = [Path(p).resolve() for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return [f for f in folders if f.is_dir() and not {"site-packages", "dist-packages"} & set(f.parts)]
 
 
 def _literal_names(tree: ast.Module) -> set[str] | None:
