@@ -1661,6 +1661,8 @@ class Interpreter:
         req, _ = graph_of(value)
         if not (req and not self.state.no_grad and self.state.repeated and not self.state.in_forward):
             return value
+        if isinstance(value, T) and value.param is not None and not value.grads:
+            return value  # an nn.Parameter is a leaf: keeping one keeps the weight, not a graph
         site = where(frame.module, node)
         self.retentions.setdefault(site, Retention(site, text, self.state.stack, self.state.loop, grows))
         return _tag(value, f"keep:{site}")
