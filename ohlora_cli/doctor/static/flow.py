@@ -131,6 +131,7 @@ class State:
     in_forward: int = 0
     outer: str | None = None  # the outermost forward-call site being evaluated
     callback: bool = False
+    branch: str | None = None  # the undecided `if` / `match` one side of which is running
 
 
 @dataclass
@@ -221,7 +222,8 @@ class Interpreter:
         self.feeds: dict[str, set] = {}  # forward site -> forward sites whose outputs it consumed
         self.retentions: dict[str, Retention] = {}
         self.timeline: list[Event] = []
-        self.launcher: tuple[str, str] | None = None  # (site, what)
+        self.launcher: tuple[str, str] | None = None  # (site, what): one process per GPU, on every path
+        self.maybe_launcher: tuple[str, str, str] | None = None  # (site, what, branch): on one side of an `if`
         self.default_dtype = "f32"
         self.default_set_at: str | None = None
         self.analysed: set = set()
@@ -362,19 +364,24 @@ class Interpreter:
         if branch is False:
             return self.exec_block(stmt.orelse, frame)
         on_true, on_false = self._narrowing(stmt.test, frame)
+        site = where(frame.module, stmt)
         return self._branches(frame, [(stmt.body, on_true), (stmt.orelse, on_false)],
-                              f"the side of the `if` at {where(frame.module, stmt)} that leaves it float64 is the one taken")
+                              f"the side of the `if` at {site} that leaves it float64 is the one taken", site)
 
-    def _branches(self, frame: Frame, branches: list, why: str) -> bool:
+    def _branches(self, frame: Frame, branches: list, why: str, site: str) -> bool:
         """Run each (body, narrowed names) from the same state; join what the paths that fall through
-        leave behind. The frame keeps its locals dict (module globals and closures point at it)."""
+        leave behind. The frame keeps its locals dict (module globals and closures point at it).
+        ``site``: the statement that chooses (what runs inside is on one side of it)."""
         shared = frame.locals
         before = dict(shared)
         results = []
+        saved = self.state
+        self.state = replace(saved, branch=saved.branch or site)
         for body, narrowed in branches:
             frame.locals = {**before, **narrowed}
             if self.exec_block(body, frame):
                 results.append(frame.locals)
+        self.state = replace(self.state, branch=saved.branch)
         frame.locals = shared
         if not results:
             return False
@@ -427,7 +434,9 @@ class Interpreter:
         branches = [(case.body, {}) for case in stmt.cases]
         if not any(isinstance(case.pattern, ast.MatchAs) and case.pattern.pattern is None for case in stmt.cases):
             branches.append(([], {}))
-        return self._branches(frame, branches, f"the case of the `match` at {where(frame.module, stmt)} that leaves it float64 is the one taken")
+        site = where(frame.module, stmt)
+        return self._branches(frame, branches, f"the case of the `match` at {site} that leaves it float64 is the one taken",
+                              site)
 
     def _loop(self, stmt, frame: Frame, bind) -> None:
         saved = self.state
@@ -1675,8 +1684,11 @@ class Interpreter:
         self.timeline.append(Event("cuda", where(frame.module, node), self.state.stack, detail))
 
     def launched(self, node, frame: Frame, what: str) -> None:
-        if self.launcher is None:
-            self.launcher = (where(frame.module, node), what)
+        site = where(frame.module, node)
+        if self.state.branch is None:
+            self.launcher = self.launcher or (site, what)
+        elif self.maybe_launcher is None:
+            self.maybe_launcher = (site, what, self.state.branch)
 
     def config_event(self, node: ast.Call, frame: Frame, cls: str, *, from_cli: bool = False) -> None:
         """A TrainingArguments / SFTConfig built here; ``from_cli``: by an argument parser, so its

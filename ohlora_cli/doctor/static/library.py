@@ -229,7 +229,7 @@ def _wrap_parallel(c: Call):
 @rule("torch.distributed.is_initialized")
 def _dist_initialized(c: Call):
     # In execution order: no launcher or process group seen so far means a plain single process.
-    return Const(False) if c.interp.launcher is None else UNKNOWN
+    return Const(False) if c.interp.launcher is None and c.interp.maybe_launcher is None else UNKNOWN
 
 
 @rule("deepspeed.initialize")
