@@ -33,15 +33,14 @@ def run(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: bool, s
     ctx = engine.plan_run(recipe, resume=resume, planned_world=nproc if relaunching else None)
     if not relaunching:
         engine.start_processes(ctx)
+    finished = False
     try:
         _run(ctx, recipe_arg, overrides, dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
              nproc=nproc, relaunching=relaunching)
-    except BaseException:
-        ctx.close_trackers()
-        dist.destroy_process_group(together=False)  # the other ranks may never reach a barrier
-        raise
-    ctx.close_trackers()  # whichever method ran
-    dist.destroy_process_group()
+        finished = True
+    finally:
+        ctx.close_trackers()  # whichever method ran, and however it ended
+        dist.destroy_process_group(together=finished)  # a failed rank: the others may never reach a barrier
 
 
 def _run(ctx, recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: bool,

@@ -146,7 +146,7 @@ class ScriptMultiGpuBatch(Check):
 
     def run(self, ctx: Context) -> list[Finding]:
         result = analysis(ctx)
-        configs = {e.site: e for e in result.timeline if e.kind == "config"}
+        configs = list({e.site: e for e in result.timeline if e.kind == "config"}.values())
         if not configs or result.launcher:
             return []  # one process per GPU (torchrun, accelerate, mp.spawn, deepspeed, Lightning): no DataParallel
         placements = [e for e in result.timeline if e.kind == "placement"]
@@ -155,10 +155,11 @@ class ScriptMultiGpuBatch(Check):
         maybe = next((e for e in placements if e.value == "maybe"), None)
         pinned = _effective_env(result.timeline)
         visible = _devices(pinned.value) if pinned is not None else ctx.gpus
+        per_class = {e.detail: e for e in reversed(configs)}.values()  # the first of each config class
         if result.maybe_launcher is not None and (visible is None or visible > 1):
-            return self._launch_dependent(configs.values(), result.maybe_launcher)
+            return self._launch_dependent(per_class, result.maybe_launcher)
         findings = []
-        for event in {e.detail: e for e in reversed(configs.values())}.values():  # one per config class
+        for event in per_class:
             per_device, accumulation = event.value
             parser = " by an argument parser" if per_device is None else ""
             launch = f"{event.detail} built{parser} at {event.site}{_via(event.stack)}, script run with plain `python`"
@@ -191,22 +192,20 @@ class ScriptMultiGpuBatch(Check):
                     Status.FAIL, f"{launch}, {visible} visible GPUs: {figures}.", where=event.site, hint=fix))
         return findings
 
-
     def _launch_dependent(self, configs, launcher: tuple[str, str, str]) -> list[Finding]:
         """The script starts one process per GPU on one side of an ``if`` only (``if local_rank != -1:
         DistributedDataParallel(...)``): run that way the batch is right; run with plain ``python`` on
         several GPUs the Trainer uses DataParallel. Which one happens is the user's launch command."""
         site, what, branch = launcher
-        findings = []
-        for event in {e.detail: e for e in reversed(list(configs))}.values():
-            findings.append(self.finding(
+        return [
+            self.finding(
                 Status.WARN,
                 f"{event.detail} built at {event.site}{_via(event.stack)}: one process per GPU only on one side of "
                 f"the `if` at {branch} ({what} at {site}); launched with plain `python` on several GPUs, the "
                 "Trainer uses DataParallel and multiplies the per-device batch by the number of GPUs.",
                 where=event.site, hint="Launch with `torchrun --nproc_per_node N` (or the launcher the script "
-                "documents), or make one GPU visible."))
-        return findings
+                "documents), or make one GPU visible.")
+            for event in configs]
 
 
 class ScriptCudaVisibleDevicesLate(Check):
