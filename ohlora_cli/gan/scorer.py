@@ -214,12 +214,13 @@ class LabelSpaceScorer(nn.Module):
         super().__init__()
         self.scorer = scorer
         self.labels = list(label_columns)
-        self.register_buffer("index", torch.tensor(scorer.indices(self.labels, key=key), dtype=torch.long),
-                             persistent=False)
+        device = scorer.label_mean.device  # every buffer where the scorer is (a CUDA scorer: index too)
+        index = torch.tensor(scorer.indices(self.labels, key=key), dtype=torch.long)
         mean = torch.zeros(len(self.labels)) if label_mean is None else torch.as_tensor(label_mean).float().flatten()
         std = torch.ones(len(self.labels)) if label_std is None else torch.as_tensor(label_std).float().flatten()
-        self.register_buffer("mean", mean.to(scorer.label_mean.device), persistent=False)
-        self.register_buffer("std", std.to(scorer.label_mean.device), persistent=False)
+        self.register_buffer("index", index.to(device), persistent=False)
+        self.register_buffer("mean", mean.to(device), persistent=False)
+        self.register_buffer("std", std.to(device), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         raw = self.scorer(images).index_select(1, self.index)

@@ -73,6 +73,16 @@ def test_raw_units_and_label_space_mapping():
         sc.in_label_space(scorer, ["a", "d"])
 
 
+def test_label_space_wrapper_lives_where_the_scorer_is():
+    # On a GPU run the scorer is on CUDA and the wrapper was not moved: its index stayed on the CPU
+    # and index_select failed (bench/gpu_check.py, gan-paths on an H200). The meta device stands in
+    # for a second device here: every buffer must follow the scorer, and a forward must run there.
+    scorer = tiny(("a", "b", "c")).to("meta")
+    wrapped = sc.in_label_space(scorer, ["c", "a"], label_mean=[31.0, 9.0], label_std=[2.0, 0.5])
+    assert {b.device.type for b in wrapped.buffers()} == {"meta"}
+    assert wrapped(torch.empty(2, 3, 16, 16, device="meta")).shape == (2, 2)
+
+
 def test_checkpoint_round_trip(tmp_path):
     scorer = tiny()
     scorer.label_mean.fill_(3.0)
