@@ -432,7 +432,8 @@ def part_gan(child: Child, variant: str) -> dict:
         if variant == "compile":
             nets.G.mapping.compile(backend=s.compile_backend)
             nets.G.synthesis.compile(backend=s.compile_backend)
-        child.start_time_box(3 * s.gan_window_s + (120 if variant == "compile" else 0))  # until the first interval
+        # until the first interval: on an H200 it took 28 s in bf16 and over 30 s in channels_last
+        child.start_time_box(6 * s.gan_window_s + (120 if variant == "compile" else 0))
         return nets
 
     overrides = gan_overrides(child, csv_path, out) + [
@@ -633,9 +634,22 @@ def part_doctor_env(child: Child) -> dict:
     else:
         checks = [row_is(report, "torch", "pass", "no CUDA GPU visible"), row_is(report, "gpus", "skip"),
                   row_is(report, "bf16", "skip")]
-    checks += [row_is(report, "unsloth", "pass", "imports"), row_is(report, "library-versions", "pass")]
+    # run from a checkout (PYTHONPATH, as on a lent GPU machine) ohlora-cli has no metadata: then a skip is right
+    installed = _has_metadata("ohlora-cli")
+    checks += [row_is(report, "unsloth", "pass", "imports"),
+               row_is(report, "library-versions", "pass" if installed else "skip")]
     return {"figures": {"seconds": round(seconds, 1), "summary": report.get("summary"), "findings": report.get("findings")},
             "checks": checks, "summary": f"{sum(c['ok'] for c in checks)}/{len(checks)} rows right, {seconds:.0f} s"}
+
+
+def _has_metadata(distribution: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def part_doctor_recipes(child: Child) -> dict:
