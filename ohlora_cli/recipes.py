@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 import reprlib
 import types
 import typing
@@ -88,8 +89,39 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present:
 _SHAPE_HINT = "A recipe is a short YAML file of sections and values; check that this is the file you meant."
 
 
+_FLOW = re.compile(r"""[\[\]{}\n#]|(?:(?<=[\s\[{,:])|^)(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\n]|'')*')""", re.M)
+
+
+def _check_flow_nesting(text: str, path: Path) -> None:
+    """Flow nesting (``[[[...``) deeper than MAX_DEPTH, counted on the text itself, before any parser:
+    parsers stop such a file in their own ways (one libyaml build reports 'exceeded maximum nesting
+    depth' from its scanner, before the events reach this module), and the message must not depend
+    on which one is installed. Quoted scalars and comments are skipped; block nesting is left to the
+    parser's events (``_check_nesting``)."""
+    depth, line, comment = 0, 1, False
+    for match in _FLOW.finditer(text):
+        token = match.group()
+        if token == "\n":
+            line, comment = line + 1, False
+        elif comment or token[0] in "\"'":
+            continue
+        elif token == "#":
+            start = match.start()
+            comment = start == 0 or text[start - 1] in " \t\n"
+        elif token in "[{":
+            start = match.start()
+            if depth == 0 and start > 0 and text[start - 1] not in " \t\n":
+                continue  # inside a plain scalar (key: a[1]), not a flow collection
+            depth += 1
+            if depth + 1 > MAX_DEPTH:  # + 1: the recipe's own top-level mapping, as the parser counts it
+                raise RecipeError(f"{path}:{line}: nested deeper than {MAX_DEPTH} levels", hint=_SHAPE_HINT)
+        else:
+            depth = max(depth - 1, 0)
+
+
 def _check_nesting(text: str, path: Path) -> None:
     """Nesting deeper than MAX_DEPTH, found from the parser's events (no tree is built, no recursion)."""
+    _check_flow_nesting(text, path)
     depth = 0
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):

@@ -7,6 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ohlora_cli.cli import app
+from ohlora_cli.errors import RecipeError
+from ohlora_cli.recipes import read_yaml
 
 runner = CliRunner()
 
@@ -36,6 +38,8 @@ EXPECTED = {
     "comments-only": "the recipe is empty",
     "not-utf8": "not UTF-8 text (byte 23 is 0xe9)",
     "huge": "5,000,117 bytes; a recipe is at most 1 MB (it was not parsed)",
+    # ohlora's own count on the text, before any parser: libyaml builds differ in where and how they
+    # stop a 100,000-deep flow sequence (one reports its own nesting error from the scanner)
     "deep": ":10: nested deeper than 32 levels",
     "aliases": "more than 10,000 values",
 }
@@ -103,3 +107,27 @@ def test_llm_jsonl_naming_a_key_twice(tmp_path):
                                  "--set", f"model.path={tmp_path / 'run' / 'tiny-model'}"])
     assert result.exit_code == 2, result.output
     assert "line 2: key 'output_data' appears twice" in result.stderr
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("a: 1\nx: " + "[" * 32 + "]" * 32 + "\n", 2),  # flow nesting: counted on the text, whatever the parser does
+    ("a:\n  - " + "{b: " * 33 + "1" + "}" * 33 + "\n", 2),
+    ("a: 1\n" + "".join("  " * i + f"k{i}:\n" for i in range(34)) + "  " * 34 + "v: 1\n", 34),  # block nesting: the parser's events
+])
+def test_nesting_deeper_than_32_names_the_line(tmp_path, text, line):
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=rf"deep.yaml:{line}: nested deeper than 32 levels"):
+        read_yaml(path)
+
+
+@pytest.mark.parametrize("text", [
+    'x: "' + "[" * 40 + '"\n', "x: '" + "{" * 40 + "'\n",  # inside quotes
+    "x: 1  # " + "[" * 40 + "\n",  # in a comment
+    "x: a" + "[" * 40 + "\n",  # inside a plain scalar
+    "x: " + "[" * 31 + "]" * 31 + "\n",  # 32 levels with the top-level mapping are allowed
+])
+def test_brackets_that_do_not_nest_are_not_counted(tmp_path, text):
+    path = tmp_path / "ok.yaml"
+    path.write_text(text)
+    assert "x" in read_yaml(path)
