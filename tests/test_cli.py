@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+from bounds import HANG_S
 from typer.testing import CliRunner
 
 from ohlora_cli import __version__
@@ -104,7 +105,7 @@ def test_hostile_input_is_refused_before_the_engine_loads(tmp_path, case):
     code = ("import sys\nfrom typer.testing import CliRunner\nfrom ohlora_cli.cli import app\n"
             f"result = CliRunner().invoke(app, {args!r})\n"
             "print(result.exit_code, 'torch' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_S, cwd=tmp_path)
     assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
 
 

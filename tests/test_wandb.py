@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from bounds import HANG_S
 from gan_recipes import write_gan_recipe
 
 from ohlora_cli.gan.synthetic import build_blobs
@@ -21,7 +22,7 @@ def offline_run(tmp_path, args):
     env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(home), "OMP_NUM_THREADS": "1"}
     env.pop("WANDB_DIR", None)
     done = subprocess.run([sys.executable, "-m", "ohlora_cli", *args, "--skip-doctor"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode == 0, done.stderr[-3000:]
     assert list(cwd.iterdir()) == []
     assert "wandb:" not in done.stdout + done.stderr  # wandb's own lines went to the run's train.log

@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 import pytest
+from bounds import HANG_S
 from PIL import Image
 
 from ohlora_cli import recipes
@@ -54,8 +55,8 @@ def runs(tmp_path_factory):
     demo = _start([], demo_dir)  # bare: the embedded demo, data built on first use, doctor preflight on
     control = _start(["gan-demo", "--skip-doctor", "--set", "data.csv=blobs/shuffled.csv",
                       "--set", "data.synthetic=null"], control_dir)
-    demo_out, demo_err = demo.communicate(timeout=1500)
-    control_out, control_err = control.communicate(timeout=1500)
+    demo_out, demo_err = demo.communicate(timeout=max(HANG_S, 1500))
+    control_out, control_err = control.communicate(timeout=max(HANG_S, 1500))
     assert demo.returncode == 0, demo_err[-3000:]
     assert control.returncode == 0, control_err[-3000:]
     return {"demo": (demo_dir, demo_out), "control": (control_dir, control_out)}

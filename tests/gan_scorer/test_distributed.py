@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from bounds import HANG_S
+
 from ohlora_cli.gan import checkpoint as ckpt
 from ohlora_cli.gan import scorer as sc
 
@@ -14,7 +16,7 @@ from .conftest import write_recipe
 def launch(recipe):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "ohlora_cli", "train-gan", recipe, "--nproc", "2", "--skip-doctor"],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=env, timeout=HANG_S)
 
 
 def test_two_process_scorer_and_regression(blobs, scorer_run, shuffled_run, tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 import pexpect
 import pytest
 import yaml
+from bounds import HANG_S
 from typer.testing import CliRunner
 
 from ohlora_cli.cli import app
@@ -70,7 +71,7 @@ def test_prompt_gives_the_trained_answers_exactly(demo_run, trained_answers):
     question, want = learned[0]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "ohlora_cli", "chat", str(demo_run), "--prompt", question],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=HANG_S)
     assert done.returncode == 0, done.stderr
     assert done.stdout == want + "\n"  # scriptable: stdout holds the answer and nothing else
 
@@ -92,7 +93,7 @@ def test_unsloth_backend_gives_the_same_answer(demo_run, trained_answers, tmp_pa
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "ohlora_cli", "chat", str(demo_run), "--prompt", question,
                            "--backend", "unsloth", "--verbose"], cwd=tmp_path, capture_output=True, text=True,
-                          env=env, timeout=300)
+                          env=env, timeout=HANG_S)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Unsloth" in done.stderr  # it was unsloth that loaded the model (its banner, shown by --verbose)
     assert done.stdout == trained_answers[question] + "\n"
@@ -129,7 +130,7 @@ def test_history_follows_the_template_and_drops_the_oldest_turns(demo_run):
 def spawn(run, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     child = pexpect.spawn(sys.executable, ["-m", "ohlora_cli", "chat", str(run), *args], env=env,
-                          encoding="utf-8", timeout=180)
+                          encoding="utf-8", timeout=HANG_S)
     child.expect("/exit \\(or Ctrl-D\\) leaves")
     child.expect("> ")
     return child

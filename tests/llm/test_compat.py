@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+from bounds import HANG_S
+
 SCRIPT = textwrap.dedent("""
     import torch
     from trl.trainer.utils import _ChunkedLogProbFunction as trl_kernel
@@ -37,5 +39,5 @@ SCRIPT = textwrap.dedent("""
 
 def test_torch_loss_head_matches_trls_kernel():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=HANG_S)
     assert "MATCH" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]

@@ -5,13 +5,14 @@ import os
 import subprocess
 import sys
 
+from bounds import HANG_S
 from llm_helpers import write_recipe
 
 
 def test_two_process_run_keeps_the_global_batch(tmp_path):
     recipe = write_recipe(tmp_path, batch_size=8, epochs=2)
     cmd = [sys.executable, "-m", "ohlora_cli", "train-llm", str(recipe), "--nproc", "2", "--skip-doctor"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=400,
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_S,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run = tmp_path / "run"

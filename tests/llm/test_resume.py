@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from bounds import HANG_S
 from llm_helpers import write_recipe
 from typer.testing import CliRunner
 
@@ -27,13 +28,13 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
            "--set", "train.max_steps=5000", "--set", "generate.every_epoch=false", "--set", "train.eval=false"]
     with open(tmp_path / "log.txt", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OHLORA_DEBUG": ""})
-        deadline = time.time() + 240
+        deadline = time.time() + HANG_S
         while max(logged_steps(run), default=0) < 3:
             assert proc.poll() is None, (tmp_path / "log.txt").read_text()
             assert time.time() < deadline, "training did not start"
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=120)
+        code = proc.wait(timeout=HANG_S)
     output = (tmp_path / "log.txt").read_text()
     assert code == 130, output
     assert "interrupted" in output and "--resume" in output

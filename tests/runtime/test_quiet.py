@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+from bounds import HANG_S
+
 CHATTER = """
 import logging, sys, warnings
 from pathlib import Path
@@ -26,7 +28,7 @@ LIBRARY_TEXT = ("Tokenizing train dataset", "deprecation warning", "a library's 
 
 def command(tmp_path, body: str) -> subprocess.CompletedProcess:
     script = CHATTER + textwrap.dedent(body).replace("LOG", repr(str(tmp_path / "train.log")))
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_S)
 
 
 def test_library_output_goes_to_the_log_and_ours_to_the_terminal(tmp_path):
