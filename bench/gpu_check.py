@@ -90,6 +90,7 @@ class Sizes:
     gan_model: tuple[str, ...]  # overrides of gan-ohlora-v1's model (smoke: tiny widths)
     gan_workers: int
     gan_window_s: float  # each throughput run is stopped this long after its first logging interval
+    window_intervals: int  # --smoke: stopped after this many logging intervals instead (no clock involved)
     gan_kimg: float  # ... or when it reaches this
     gan_log_kimg: float
     llm_rows: int
@@ -101,17 +102,17 @@ class Sizes:
     compile_backend: str
 
 
-FULL = Sizes(gan_images=512, gan_resolution=256, gan_model=(), gan_workers=2, gan_window_s=10, gan_kimg=20,
-             gan_log_kimg=0.16, llm_rows=400, llm_length=256, llm_steps=100, llm_window_s=15, llm_logging=5,
+FULL = Sizes(gan_images=512, gan_resolution=256, gan_model=(), gan_workers=2, gan_window_s=10, window_intervals=0,
+             gan_kimg=20, gan_log_kimg=0.16, llm_rows=400, llm_length=256, llm_steps=100, llm_window_s=15, llm_logging=5,
              lora_r=128, compile_backend="inductor")
 SMOKE = Sizes(gan_images=64, gan_resolution=16,
               gan_model=("model.resolution=16", "model.z_dim=32", "model.w_dim=32", "model.label_dim=8",
                          "model.mapping_layers=2", "model.fmaps_base=256", "model.fmaps_max=16",
                          "train.d_trainable=null"),
-              gan_workers=0, gan_window_s=3, gan_kimg=50, gan_log_kimg=0.032, llm_rows=96, llm_length=64,
-              llm_steps=100_000, llm_window_s=3, llm_logging=1, lora_r=8, compile_backend="eager")
+              gan_workers=0, gan_window_s=3, window_intervals=3, gan_kimg=50, gan_log_kimg=0.032, llm_rows=96,
+              llm_length=64, llm_steps=100_000, llm_window_s=3, llm_logging=1, lora_r=8, compile_backend="eager")
 # (--smoke: kimg and steps that are never reached, so the time box stops every training, as a slow
-# card's would be stopped)
+# card's would be stopped; it fires after a count of logging intervals, so a busy CPU checks the same)
 
 # Polyglot-Ko 1.3B's config (EleutherAI/polyglot-ko-1.3b), and a 2-layer one of the same kind for --smoke
 POLYGLOT_KO_1_3B = dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=16, intermediate_size=8192,
@@ -421,8 +422,12 @@ def part_gan(child: Child, variant: str) -> dict:
 
         def log_and_time(record: dict) -> None:  # the window starts after the first interval (warm-up)
             log(record)
-            if "img_per_s" in record and not seen.get("windowed"):
-                seen["windowed"] = True
+            if "img_per_s" not in record:
+                return
+            seen["intervals"] = seen.get("intervals", 0) + 1
+            if s.window_intervals and seen["intervals"] == s.window_intervals:
+                child.start_time_box(0)
+            elif not s.window_intervals and seen["intervals"] == 1:
                 child.start_time_box(s.gan_window_s)
 
         ctx.log = log_and_time
@@ -432,8 +437,8 @@ def part_gan(child: Child, variant: str) -> dict:
         if variant == "compile":
             nets.G.mapping.compile(backend=s.compile_backend)
             nets.G.synthesis.compile(backend=s.compile_backend)
-        # until the first interval: on an H200 it took 28 s in bf16 and over 30 s in channels_last
-        child.start_time_box(6 * s.gan_window_s + (120 if variant == "compile" else 0))
+        if not s.window_intervals:  # until the first interval: on an H200 28 s in bf16, over 30 s in channels_last
+            child.start_time_box(6 * s.gan_window_s + (120 if variant == "compile" else 0))
         return nets
 
     overrides = gan_overrides(child, csv_path, out) + [
@@ -449,7 +454,7 @@ def part_gan(child: Child, variant: str) -> dict:
     finally:
         child.end_time_box()
         engine.setup_networks = setup_networks
-    seen.pop("windowed", None)
+    seen.pop("intervals", None)
     figures = {**gan_figures(out), **seen, **peak_memory(), "stopped": stopped,
                "wall_s": round(time.perf_counter() - start, 1), "window_s": s.gan_window_s}
     if torch.cuda.is_available():
@@ -514,13 +519,16 @@ def part_llm(child: Child, variant: str) -> dict:
     class TimedStats(callbacks.StatsCallback):  # the real stats.jsonl, and when each line was written
         def on_train_begin(self, args, state, control, **kwargs):
             times.append((state.global_step, time.perf_counter()))
-            child.start_time_box(3 * s.llm_window_s + 60)  # until the first logging step (warm-up, compiling)
+            if not s.window_intervals:
+                child.start_time_box(3 * s.llm_window_s + 60)  # until the first logging step (warm-up, compiling)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             super().on_log(args, state, control, logs=logs, **kwargs)
             if logs and "loss" in logs:
                 times.append((state.global_step, time.perf_counter()))
-                if len(times) == 2:  # the window starts at the first logging step
+                if s.window_intervals and len(times) == 1 + s.window_intervals:
+                    child.start_time_box(0)
+                elif not s.window_intervals and len(times) == 2:  # the window starts at the first logging step
                     child.start_time_box(s.llm_window_s)
 
     def watch(load):

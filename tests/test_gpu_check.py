@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bounds import HANG_S
+
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
 PARTS = ["env", "prep-gan-data", "gan-bf16", "gan-fp32", "prep-llm-model", "llm-hf", "llm-unsloth", "llm-4bit",
          "doctor-env", "doctor-recipes", "gan-paths", "gan-channels-last", "gan-compile"]
 
 
-def gpu_check(tmp_path: Path, *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, dict]:
+def gpu_check(tmp_path: Path, *args: str, timeout: float = HANG_S) -> tuple[subprocess.CompletedProcess, dict]:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
                            *args], capture_output=True, text=True, timeout=timeout)
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text(encoding="utf-8"))
@@ -23,7 +25,7 @@ def gpu_check(tmp_path: Path, *args: str, timeout: float = 300) -> tuple[subproc
 
 
 def test_smoke_runs_every_part_of_the_gpu_check_on_the_cpu(tmp_path):
-    proc, report = gpu_check(tmp_path, "--smoke", timeout=1500)
+    proc, report = gpu_check(tmp_path, "--smoke", timeout=max(HANG_S, 1500))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     parts = report["parts"]
     assert list(parts) == PARTS and report["mode"] == "smoke"
@@ -68,7 +70,7 @@ def test_a_failed_part_is_recorded_and_the_others_go_on(tmp_path):
 
 
 def test_a_budget_too_small_skips_parts_and_still_reports(tmp_path):
-    proc, report = gpu_check(tmp_path, "--only", "env,gan-bf16", "--budget", "20", timeout=60)
+    proc, report = gpu_check(tmp_path, "--only", "env,gan-bf16", "--budget", "20", timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr
     for name in ("env", "gan-bf16"):
         assert report["parts"][name]["status"] == "skipped"
@@ -80,6 +82,6 @@ def test_the_work_folder_must_be_the_scripts_own(tmp_path):
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "mine.txt").write_text("not the script's")
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
-                           "--smoke", "--only", "env"], capture_output=True, text=True, timeout=60)
+                           "--smoke", "--only", "env"], capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode != 0 and "holds files this script did not make" in proc.stderr
     assert [p.name for p in (tmp_path / "work").iterdir()] == ["mine.txt"]
