@@ -170,6 +170,9 @@ def verdict(entry: dict, findings: list, error: str | None) -> tuple[str, list, 
             caught += got == want
             warned += want == "fail" and got == "warn"
             overstated += want == "warn" and got == "fail"
+    # the same bug on another line the reader listed for it (five running totals, each its own line)
+    left = [f for f in left if not any(_matches(f, e) and f.status.value == e.get("status", "fail")
+                                       for e in entry["expected"])]
     justified = [f for f in left if f.status.value == "warn"
                  and any(_matches(f, a) for a in entry.get("acceptable", []))]
     extra = [f for f in left if f.status.value in ("fail", "warn") and f not in justified]
