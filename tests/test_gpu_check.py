@@ -25,7 +25,7 @@ def gpu_check(tmp_path: Path, *args: str, timeout: float = HANG_S) -> tuple[subp
 
 
 def test_smoke_runs_every_part_of_the_gpu_check_on_the_cpu(tmp_path):
-    proc, report = gpu_check(tmp_path, "--smoke", timeout=max(HANG_S, 1500))
+    proc, report = gpu_check(tmp_path, "--smoke", timeout=max(HANG_S, 3300))  # beyond --smoke's own budget of 3000 s
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     parts = report["parts"]
     assert list(parts) == PARTS and report["mode"] == "smoke"

@@ -101,10 +101,12 @@ def test_out_dir_writes_each_image_with_its_seed_and_labels(run_dir, tmp_path):
     assert math.isclose(float(rows[0]["b_raw"]), G.label_mean[1], rel_tol=1e-5)
     first = pixels(tmp_path / "d" / "000001.png")
     assert first.shape == (8, 8, 3)  # the generator's resolution, not upscaled
-    # one image drawn again alone from its seed is the same image
+    # one image drawn again alone from its seed is the same image: the same seed and labels; its pixels
+    # may differ by one level, since a batch of 1 and a batch of 3 take other float32 kernels (up to
+    # 1e-5 apart) and a value on a rounding edge can fall either way
     again = generate(run_dir, "-n", 1, "--seed", 8, "--labels", "a=-1", "--out-dir", tmp_path / "again")
     assert again.exit_code == 0, again.output
-    assert np.array_equal(pixels(tmp_path / "again" / "000000.png"), first)
+    assert np.abs(pixels(tmp_path / "again" / "000000.png").astype(int) - first).max() <= 1
 
 
 def test_raw_labels_centre_on_the_data(tmp_path):

@@ -42,7 +42,7 @@ def test_adversarial_run_logs_scalars_grids_and_label_control(blobs, scorer_run,
                                  "checkpoint_kimg": 0.128, "report_to": ["tensorboard"],
                                  "label_control": {"every_kimg": 0.128, "steps": 3, "samples": 2}})
     train_gan(recipe)
-    assert [p.name for p in (out / "tb").iterdir()][0].startswith("events.out.tfevents.")
+    assert [p.name for p in sorted((out / "tb").iterdir())][0].startswith("events.out.tfevents.")
     tb = events(out / "tb")
     tags = tb.Tags()
     lines = stats(out)

@@ -1,16 +1,9 @@
 """Fixtures for the train-llm tests. Every model is built inside the test run (model.tiny) and
-trained for real on the CPU. One torch thread: the tiny models gain nothing from more, and a
-shared CPU punishes OpenMP spinning.
+trained for real on the CPU (on one thread, as every test: tests/conftest.py).
 """
 
-import os
-
 import pytest
-import torch
 from llm_helpers import write_recipe
-
-os.environ["OMP_NUM_THREADS"] = "1"  # for the subprocesses too
-torch.set_num_threads(1)
 
 
 @pytest.fixture
