@@ -6,8 +6,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 import yaml
 from gan_recipes import write_gan_recipe
 from PIL import Image
@@ -52,10 +50,3 @@ def tiny_recipe(folder: Path, *, csv_path: Path | None = None, extra: str = "", 
                             label_columns=["a", "b"], model=model, train=train, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded, and leave the other core to the next test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -347,7 +347,7 @@ def test_label_control_hook_runs_with_a_scorer(tmp_path, capsys):
 
 def test_cpu_threads_sets_the_runs_torch_threads(tmp_path):
     """train.cpu_threads: a CPU run trains on that many torch threads; without it torch's count is
-    left as it was (the autouse fixture set 1 and restores the suite's own count afterwards)."""
+    left as it was (every test starts at 1: tests/conftest.py)."""
     run(tiny_recipe(tmp_path / "default", kimg=0.016))
     assert torch.get_num_threads() == 1
     run(tiny_recipe(tmp_path / "two", kimg=0.016, extra="cpu_threads: 2"))

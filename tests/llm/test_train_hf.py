@@ -97,11 +97,8 @@ def test_merged_weights_answer_like_the_adapter(trained):
 
 
 def test_cpu_threads_sets_the_runs_torch_threads(tmp_path):
-    """train.cpu_threads: a CPU run trains on that many torch threads (this suite runs on 1)."""
-    try:
-        result = invoke(write_recipe(tmp_path, epochs=1), "--skip-doctor", "--set", "train.cpu_threads=2")
-        assert result.exit_code == 0, result.output
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(1)
+    """train.cpu_threads: a CPU run trains on that many torch threads (every test starts at 1)."""
+    result = invoke(write_recipe(tmp_path, epochs=1), "--skip-doctor", "--set", "train.cpu_threads=2")
+    assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == 2
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
