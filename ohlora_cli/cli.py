@@ -33,6 +33,7 @@ app = typer.Typer(
     ),
     epilog=_examples(
         "ohlora train-gan                      # the embedded demo, under a minute on a CPU",
+        "ohlora recipes                        # the packaged recipes; ohlora recipes copy NAME to own one",
         "ohlora train-llm llm-demo --dry-run   # resolve and check a recipe, then stop",
         "ohlora doctor train.py --gpus 2       # analyse your own training script",
     ),
@@ -45,9 +46,11 @@ app = typer.Typer(
 
 # Options shared by the train commands.
 RecipeArg = Annotated[
-    str | None,
+    list[str] | None,
     typer.Argument(
-        help="Recipe: a YAML file or the name of a packaged recipe. Default: the command's demo recipe.",
+        metavar="[RECIPE] [KEY=VALUE]...",
+        help="Recipe: a YAML file or the name of a packaged recipe (ohlora recipes lists them). Default: the "
+        "command's demo recipe. KEY=VALUE arguments override recipe keys, as --set does.",
         show_default=False,
     ),
 ]
@@ -115,6 +118,7 @@ def root(
     "train-gan",
     epilog=_examples(
         "ohlora train-gan                                   # demo: synthetic blobs, 16 px, ~40 s on CPU",
+        "ohlora train-gan gan-demo train.kimg=4 output_dir=runs/short   # KEY=VALUE overrides, as --set",
         "ohlora train-gan gan-ohlora-v1 --set data.csv=scores.csv --set model.checkpoint=stylegan.pth",
         "ohlora train-gan my.yaml --resume                  # continue from output_dir's latest checkpoint",
         "ohlora train-gan my.yaml --nproc 2                 # DDP under torchrun",
@@ -134,15 +138,18 @@ def train_gan(
     from .runtime.quiet import library_output
 
     with library_output(verbose=verbose):
+        from .commands.recipe import arguments
         from .commands.train_gan import run
 
-        run(recipe or "gan-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor, nproc=nproc)
+        name, overrides = arguments(recipe, set_, command="train-gan", default="gan-demo")
+        run(name, overrides, dry_run=dry_run, resume=resume, skip_doctor=skip_doctor, nproc=nproc)
 
 
 @app.command(
     "train-llm",
     epilog=_examples(
         "ohlora train-llm                                   # demo: a tiny local model, under a minute on CPU",
+        "ohlora train-llm llm-demo train.epochs=2 output_dir=runs/try   # KEY=VALUE overrides, as --set",
         "ohlora train-llm llm-polyglot-lora --set model.path=./polyglot-ko-1.3b",
         "ohlora train-llm my.yaml --set model.backend=unsloth --merge",
         "ohlora train-llm my.yaml --nproc 2                 # DDP under torchrun, never DataParallel",
@@ -163,10 +170,12 @@ def train_llm(
     from .runtime.quiet import library_output
 
     with library_output(verbose=verbose):
+        from .commands.recipe import arguments
         from .commands.train_llm import run
 
+        name, overrides = arguments(recipe, set_, command="train-llm", default="llm-demo")
         run(
-            recipe or "llm-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
+            name, overrides, dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
             nproc=nproc, merge=merge,
         )
 
@@ -313,6 +322,54 @@ def chat(
                  backend=backend.value if backend else None, weights=weights.value, base=base, device=device.value)
 
 
+recipes_app = typer.Typer(
+    name="recipes",
+    help="List the packaged recipes (name, kind, one line each); 'copy NAME [DEST]' writes one you own.",
+    epilog=_examples(
+        "ohlora recipes                          # names, kinds, one line each",
+        "ohlora recipes copy gan-demo my.yaml    # a commented copy to edit (never over an existing file)",
+        "ohlora train-gan my.yaml",
+    ),
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(recipes_app)
+
+
+@recipes_app.callback(invoke_without_command=True)
+@guard
+def recipes_list(ctx: typer.Context) -> None:
+    """List the packaged recipes; 'copy NAME [DEST]' writes one you own."""
+    if ctx.invoked_subcommand is None:
+        from .commands.catalog import list_recipes
+
+        list_recipes()
+
+
+@recipes_app.command(
+    "copy",
+    epilog=_examples(
+        "ohlora recipes copy llm-demo            # ./llm-demo.yaml",
+        "ohlora recipes copy gan-ohlora-v1 configs/   # configs/gan-ohlora-v1.yaml",
+    ),
+)
+@guard
+def recipes_copy(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A packaged recipe (ohlora recipes lists them).",
+                                        show_default=False)],
+    dest: Annotated[
+        Path | None,
+        typer.Argument(metavar="[DEST]", help="A new .yaml file, or a folder (default: ./NAME.yaml). Never written "
+                       "over when it exists.", show_default=False),
+    ] = None,
+) -> None:
+    """Copy a packaged recipe, comments included, to a new file you own."""
+    from .commands.catalog import copy
+
+    copy(name, dest)
+
+
 @app.command(
     "doctor",
     epilog=_examples(
@@ -326,7 +383,9 @@ def chat(
 def doctor(
     targets: Annotated[
         list[str] | None,
-        typer.Argument(help="Recipes (.yaml or packaged names) and/or Python scripts to check.", show_default=False),
+        typer.Argument(metavar="[TARGET]... [KEY=VALUE]...",
+                       help="Recipes (.yaml or packaged names) and/or Python scripts to check; KEY=VALUE arguments "
+                       "override recipe keys, as --set does.", show_default=False),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
@@ -345,10 +404,12 @@ def doctor(
 
     with library_output(verbose=verbose):
         from .doctor import run_cli
+        from .recipes import split_arguments
 
+        targets, bare = split_arguments(targets or [], command="doctor", many=True)
         code = run_cli(
-            targets or [], json_out=json_out, strict=strict, gpus=gpus, list_checks=list_checks,
-            select=select or [], overrides=set_ or [],
+            targets, json_out=json_out, strict=strict, gpus=gpus, list_checks=list_checks,
+            select=select or [], overrides=[*(set_ or []), *bare],
         )
     if code:
         raise typer.Exit(code)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 import reprlib
 import types
 import typing
@@ -65,12 +66,22 @@ def find(recipe: str) -> Path:
     path = Path(recipe).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        resolved = path / "recipe.yaml"
+        if resolved.is_file():
+            raise RecipeError(
+                f"{recipe}: a run folder (an output_dir), not a recipe",
+                hint=f"Its resolved recipe is {resolved}: pass that (with --resume to continue the run). "
+                     f"To use the trained model: ohlora generate {recipe} (GAN) or ohlora chat {recipe} (LLM).")
+        raise RecipeError(f"{recipe}: a folder, not a recipe",
+                          hint=f"Pass a recipe YAML file, or one of: {', '.join(packaged_recipes())} "
+                               "(ohlora recipes lists them).")
     name = recipe[:-5] if recipe.endswith((".yaml", ".yml")) and "/" not in recipe else recipe
     packaged = recipes_dir() / f"{name}.yaml"
     if "/" not in name and packaged.is_file():
         return packaged
     names = packaged_recipes()
-    close = difflib.get_close_matches(name, names, n=1)
+    close = difflib.get_close_matches(name, names, n=1) if "/" not in name else []
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise RecipeError(
         f"recipe '{recipe}': no such file, and no packaged recipe of that name",
@@ -158,6 +169,29 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+_KEY = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_0-9][\w-]*)*")
+
+
+def is_override(arg: str) -> bool:
+    """Whether a bare command-line argument is a ``KEY=VALUE`` override (torchtune's habit) rather
+    than a recipe: a dotted key before the first '=', and not the name of an existing file."""
+    key, sep, _ = arg.partition("=")
+    return bool(sep) and _KEY.fullmatch(key.strip()) is not None and not Path(arg).expanduser().exists()
+
+
+def split_arguments(args: list[str], *, command: str, many: bool = False) -> tuple[list[str], list[str]]:
+    """Bare arguments -> (recipes, ``KEY=VALUE`` overrides), order kept. A train command takes at
+    most one recipe (``many=False``)."""
+    targets = [a for a in args if not is_override(a)]
+    overrides = [a for a in args if is_override(a)]
+    if not many and len(targets) > 1:
+        raise RecipeError(
+            f"{command}: one recipe, got {len(targets)}: {', '.join(repr(t) for t in targets)}",
+            hint="Overrides are KEY=VALUE with a dotted key (train.kimg=5) or --set KEY=VALUE; "
+                 "the other argument is the recipe.")
+    return targets, overrides
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     key = key.strip()
@@ -167,8 +201,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         )
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise RecipeError(
+            f"override {key}={value}: the value is not valid YAML ({problem})",
+            hint=f"Values are read as YAML (8, 0.5, true, [a, b]). To pass it as text, quote it: "
+                 f"{key}='\"{value}\"'") from None
     return key.split("."), parsed
 
 
@@ -190,6 +228,37 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[str]:
         node[parts[-1]] = value
         keys.append(".".join(parts))
     return keys
+
+
+_REF = re.compile(r"\$\{([^}]*)\}")
+
+
+def resolve_references(data: dict[str, Any], source: str) -> None:
+    """``${output_dir}`` (any ``${dotted.key}`` of a scalar) in a string value is replaced, in place,
+    by that key's value after the overrides: a demo keeps what it builds under its output_dir,
+    whatever output_dir is set to (torchtune's interpolation, without the rest of OmegaConf)."""
+
+    def lookup(ref: str, at: str) -> str:
+        node: Any = data
+        for part in ref.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None or isinstance(node, (dict, list)) or (isinstance(node, str) and _REF.search(node)):
+            raise RecipeError(
+                f"{source}: {at}: '${{{ref}}}' names no plain value of the recipe",
+                hint="A ${KEY} reference takes the value of another key, e.g. ${output_dir}/data/labels.csv.")
+        return str(node)
+
+    def walk(node: Any, at: str) -> Any:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                node[key] = walk(value, f"{at}.{key}" if at else str(key))
+        elif isinstance(node, list):
+            return [walk(value, f"{at}[{i}]") for i, value in enumerate(node)]
+        elif isinstance(node, str) and "${" in node:
+            return _REF.sub(lambda m: lookup(m.group(1), at), node)
+        return node
+
+    walk(data, "")
 
 
 def model_class(kind: Any) -> type[BaseModel]:
@@ -278,6 +347,7 @@ def load(recipe: str, overrides: list[str] | None = None, *, expect_kind: str | 
     if expect_kind is not None:
         data.setdefault("kind", expect_kind)
     from_set = apply_overrides(data, overrides or [])
+    resolve_references(data, str(path))
     loaded = validate(data, source=str(path), from_set=from_set)
     loaded._source = path
     return loaded

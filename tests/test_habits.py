@@ -1,0 +1,164 @@
+"""Issue 21: the command line meets the habits of torchtune, axolotl, trl and NVlabs users.
+
+Each test runs the command as a user types it and asserts what changed: demo recipes follow
+output_dir, bare KEY=VALUE overrides, ``ohlora recipes`` / ``recipes copy``, a dry run whose
+stdout is a recipe, wrong kinds of input pointed the right way.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ohlora_cli import recipes
+from ohlora_cli.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+# ------------------------------------------------------------------ demos follow output_dir
+
+
+@pytest.mark.parametrize("name, key", [("gan-demo", "data.csv"), ("gan-scorer-demo", "data.csv"),
+                                       ("gan-regression-demo", "data.csv"), ("llm-demo", "model.path")])
+def test_demo_builds_live_under_whatever_output_dir_is(tmp_path, name, key):
+    moved = tmp_path / "elsewhere" / "run"
+    recipe = recipes.load(name, [f"output_dir={moved}"])
+    section, field = key.split(".")
+    built = getattr(getattr(recipe, section), field)
+    assert str(built).startswith(str(moved) + os.sep)
+
+
+def test_llm_demo_dry_run_with_output_dir_moved(cwd):
+    result = runner.invoke(app, ["train-llm", "--set", "output_dir=myrun", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "would build a tiny gpt-neox model and tokenizer at myrun/tiny-model" in result.stderr
+    assert list(cwd.iterdir()) == []  # a dry run builds nothing
+
+
+def test_a_reference_to_no_key_names_the_key(tmp_path):
+    path = tmp_path / "r.yaml"
+    text = (recipes.recipes_dir() / "gan-demo.yaml").read_text(encoding="utf-8")
+    path.write_text(text.replace("${output_dir}/data", "${outdir}/data"), encoding="utf-8")
+    result = runner.invoke(app, ["train-gan", str(path), "--dry-run"])
+    assert result.exit_code == 2
+    assert "data.csv: '${outdir}' names no plain value of the recipe" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def _ohlora(cwd, *args, timeout=900):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "100"}
+    return subprocess.run([sys.executable, "-m", "ohlora_cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_the_real_demo_commands_train_from_an_empty_output_dir(cwd):
+    """The issue's two commands as typed, into folders that exist and are empty (or do not exist)."""
+    (cwd / "Y").mkdir()
+    gan = _ohlora(cwd, "train-gan", "gan-demo", "train.kimg=1", "output_dir=Y")
+    assert gan.returncode == 0, gan.stderr[-3000:]
+    assert (cwd / "Y" / "data" / "labels.csv").is_file() and (cwd / "Y" / "recipe.yaml").is_file()
+    assert any((cwd / "Y" / "checkpoints").iterdir())
+    llm = _ohlora(cwd, "train-llm", "--set", "output_dir=X", "train.epochs=2")
+    assert llm.returncode == 0, llm.stderr[-3000:]
+    assert (cwd / "X" / "tiny-model" / "config.json").is_file() and (cwd / "X" / "adapter").is_dir()
+    assert sorted(p.name for p in cwd.iterdir()) == ["X", "Y"]  # nothing in runs/ or anywhere else
+
+
+# ------------------------------------------------------------------ bare KEY=VALUE overrides
+
+
+def test_bare_key_value_overrides_beside_set(cwd):
+    result = runner.invoke(app, ["train-gan", "gan-demo", "train.kimg=5", "--set", "train.batch_size=8",
+                                 "output_dir=out", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["train"]["kimg"] == 5 and resolved["train"]["batch_size"] == 8
+    assert resolved["output_dir"] == "out" and resolved["data"]["csv"] == "out/data/labels.csv"
+
+
+def test_bare_overrides_without_a_recipe_use_the_demo(cwd):
+    result = runner.invoke(app, ["train-llm", "train.epochs=2", "output_dir=o", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout)["train"]["epochs"] == 2
+
+
+def test_bare_override_errors_are_the_same_as_set(cwd):
+    result = runner.invoke(app, ["train-gan", "gan-demo", "train.bach_size=4"])
+    assert result.exit_code == 2
+    assert "did you mean 'train.batch_size'?" in result.stderr
+
+
+def test_a_value_that_is_not_yaml_says_so(cwd):
+    for args in (["train.g_lr=[0.1"], ["--set", "train.g_lr=[0.1"]):
+        result = runner.invoke(app, ["train-gan", "gan-demo", *args])
+        assert result.exit_code == 2
+        assert "override train.g_lr=[0.1: the value is not valid YAML" in result.stderr
+        assert "quote it" in result.stderr and "Traceback" not in result.output
+
+
+def test_two_recipes_are_refused_with_the_override_syntax(cwd):
+    result = runner.invoke(app, ["train-gan", "gan-demo", "gan-scorer-demo"])
+    assert result.exit_code == 2
+    assert "train-gan: one recipe, got 2" in result.stderr and "KEY=VALUE" in result.stderr
+
+
+def test_doctor_takes_bare_overrides(cwd):
+    result = runner.invoke(app, ["doctor", "gan-demo", "train.batch_siz=4", "--json"])
+    assert result.exit_code == 2
+    assert "did you mean 'train.batch_size'?" in result.stderr
+
+
+# ------------------------------------------------------------------ recipes, recipes copy, dry run
+
+
+def test_recipes_lists_every_packaged_recipe_with_kind_and_a_line():
+    result = runner.invoke(app, ["recipes"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for name in recipes.packaged_recipes():
+        [line] = [line for line in lines if line.split("│")[0].strip() == name]
+        kind = recipes.load(name).kind
+        assert line.split("│")[1].strip() == kind and len(line.split("│")[2].strip()) > 20
+
+
+def test_recipes_copy_writes_a_commented_recipe_and_never_over_a_file(cwd):
+    result = runner.invoke(app, ["recipes", "copy", "gan-demo", "mine.yaml"])
+    assert result.exit_code == 0, result.output
+    text = (cwd / "mine.yaml").read_text(encoding="utf-8")
+    assert text.startswith("# Copied from ohlora's packaged recipe 'gan-demo'") and "# The embedded demo" in text
+    assert recipes.load(str(cwd / "mine.yaml")).kind == "gan"
+    (cwd / "mine.yaml").write_text("mine\n", encoding="utf-8")
+    again = runner.invoke(app, ["recipes", "copy", "gan-demo", "mine.yaml"])
+    assert again.exit_code == 2 and "mine.yaml already exists" in again.stderr
+    assert (cwd / "mine.yaml").read_text(encoding="utf-8") == "mine\n"
+    default = runner.invoke(app, ["recipes", "copy", "llm-demo"])
+    assert default.exit_code == 0 and (cwd / "llm-demo.yaml").is_file()
+    typo = runner.invoke(app, ["recipes", "copy", "llm-dem"])
+    assert typo.exit_code == 2 and "did you mean 'llm-demo'?" in typo.stderr
+
+
+def test_help_names_the_recipes_command():
+    assert "recipes" in runner.invoke(app, ["--help"]).output
+    assert "ohlora recipes" in runner.invoke(app, ["train-gan", "--help"]).output
+
+
+@pytest.mark.parametrize("command, name", [("train-gan", "gan-demo"), ("train-llm", "llm-demo")])
+def test_dry_run_stdout_is_a_recipe(cwd, command, name):
+    result = runner.invoke(app, [command, name, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    (cwd / "resolved.yaml").write_text(result.stdout, encoding="utf-8")
+    again = recipes.load(str(cwd / "resolved.yaml"))
+    assert again.model_dump() == recipes.load(name).model_dump()
+    assert "plan" in result.stderr  # the plan table went to stderr
