@@ -187,6 +187,8 @@ def train_llm(
         "ohlora generate runs/gan-demo --labels brightness=1.5,position=-1 -n 8 -o bright.png",
         "ohlora generate runs/gan-demo --sweep position --from -2 --to 2 --steps 7 -o sweep.png",
         "ohlora generate runs/gan-demo --out-dir samples --scorer runs/gan-scorer-demo   # PNGs + images.csv",
+        "ohlora generate runs/gan-demo --seeds 0-35,40 --out-dir picked   # seed0000.png ... seed0040.png",
+        "ohlora generate runs/gan-demo -o samples.png --force         # replace samples.png",
         "ohlora generate stylegan_celeba_partial256.pth -n 4 --truncation 0.7 -o celeba.png",
     ),
 )
@@ -210,6 +212,12 @@ def generate(
                      help="Images to draw (default 16); with --sweep, rows of one z each (default 4)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first z: image (or sweep row) i uses seed + i.")] = 0,
+    seeds: Annotated[
+        str | None,
+        typer.Option("--seeds", metavar="LIST", show_default=False,
+                     help="One image (with --sweep: one row) per seed, as NVlabs' gen_images.py: 0-35,40 (ranges "
+                     "inclusive). Instead of --seed and -n."),
+    ] = None,
     truncation: Annotated[
         float,
         typer.Option("--truncation", min=0.0, metavar="PSI",
@@ -234,14 +242,20 @@ def generate(
     ] = None,
     steps: Annotated[int, typer.Option("--steps", min=2, help="Columns of the sweep.")] = 7,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write one PNG grid to this new file.", show_default=False)
+        Path | None,
+        typer.Option("--output", "-o", help="Write one PNG grid to this new file (an existing one only with --force).",
+                     show_default=False)
     ] = None,
     out_dir: Annotated[
         Path | None,
         typer.Option("--out-dir", show_default=False,
-                     help="Write one PNG per image and images.csv (z seed, labels, measured scores) into this new "
-                     "or empty folder."),
+                     help="Write one PNG per image, named by its seed (seed0003.png), and images.csv (z seed, "
+                     "labels, measured scores) into this new or empty folder."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the file named by -o when it exists (nothing else is ever "
+                           "replaced).")
+    ] = False,
     scorer: Annotated[
         str | None,
         typer.Option("--scorer", metavar="RUN", show_default=False,
@@ -258,7 +272,8 @@ def generate(
         from .commands.generate import run
 
         run(source, labels=labels, n=n, seed=seed, truncation=truncation, sweep=sweep, start=start, stop=stop,
-            steps=steps, output=output, out_dir=out_dir, scorer=scorer, device=device.value)
+            steps=steps, output=output, out_dir=out_dir, scorer=scorer, device=device.value, seeds=seeds,
+            force=force)
 
 
 @app.command(

@@ -162,3 +162,27 @@ def test_dry_run_stdout_is_a_recipe(cwd, command, name):
     again = recipes.load(str(cwd / "resolved.yaml"))
     assert again.model_dump() == recipes.load(name).model_dump()
     assert "plan" in result.stderr  # the plan table went to stderr
+
+
+# ------------------------------------------------------------------ wrong kinds of input
+
+
+def test_generate_on_an_llm_run_points_at_chat(tmp_path):
+    run = tmp_path / "llm-run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text(recipes.dump(recipes.load("llm-demo")), encoding="utf-8")
+    result = runner.invoke(app, ["generate", str(run), "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 2
+    assert "a train-llm run (kind: llm)" in result.stderr and f"ohlora chat {run}" in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["train-gan"]])
+def test_a_run_folder_where_a_recipe_is_expected(tmp_path, command):
+    run = tmp_path / "gan-demo"
+    run.mkdir()
+    (run / "recipe.yaml").write_text(recipes.dump(recipes.load("gan-demo")), encoding="utf-8")
+    result = runner.invoke(app, [*command, str(run)])
+    assert result.exit_code == 2
+    assert "a run folder (an output_dir), not a recipe" in result.stderr
+    assert str(run / "recipe.yaml") in result.stderr and "packaged" not in result.stderr
