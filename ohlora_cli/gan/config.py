@@ -15,7 +15,8 @@ class GanData(Section):
     label_columns: list[str] = Field(min_length=1, description="numeric label columns, in the order G and D see them")
     image_root: str | None = Field(None, description="folder that replaces the directory of absolute image paths")
     standardize_labels: bool = Field(
-        False, description="z-score each label column (mean 0, std 1); the statistics are saved in the checkpoint"
+        True, description="z-score each label column (mean 0, std 1); the statistics are saved in the checkpoint. "
+        "false trains on the CSV's raw values (gan-ohlora-v1, whose scores are z-scored already)"
     )
     synthetic: Literal["blobs"] | None = Field(
         None, description="build this synthetic dataset at data.csv if it is missing, into data.csv's folder: only "
