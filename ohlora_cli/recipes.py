@@ -61,10 +61,30 @@ def packaged_recipes() -> list[str]:
     return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
 
 
+# Files people pass where a recipe is expected, by suffix: what each is, and where it goes instead.
+_NOT_RECIPES = {
+    **dict.fromkeys((".csv", ".tsv", ".jsonl", ".json"), (
+        "data, not a recipe",
+        "Name it in a recipe: data.csv (GAN) or data.path (LLM). Start from a copy: ohlora recipes copy gan-demo "
+        "my.yaml (or llm-demo), set the data key, then: ohlora doctor my.yaml")),
+    **dict.fromkeys((".pth", ".pt", ".safetensors", ".ckpt", ".bin"), (
+        "a checkpoint, not a recipe",
+        "A GAN recipe starts from it with model.checkpoint; to draw images from it: ohlora generate FILE -o out.png")),
+    **dict.fromkeys((".png", ".jpg", ".jpeg"), (
+        "an image, not a recipe", "Images are listed in the CSV that a GAN recipe names in data.csv.")),
+    **dict.fromkeys((".txt", ".md", ".rst", ".log", ".toml", ".ini", ".cfg"), (
+        "not a recipe", "A recipe is a YAML file (.yaml); ohlora recipes lists the packaged ones, and ohlora recipes "
+        "copy NAME writes one to edit. The doctor also reads Python scripts (.py).")),
+}
+
+
 def find(recipe: str) -> Path:
     """A recipe argument is a path to a YAML file or the name of a packaged recipe."""
     path = Path(recipe).expanduser()
     if path.is_file():
+        known = _NOT_RECIPES.get(path.suffix.lower())
+        if known is not None:
+            raise RecipeError(f"{recipe}: a {path.suffix.lower()} file is {known[0]}", hint=known[1])
         return path
     if path.is_dir():
         resolved = path / "recipe.yaml"

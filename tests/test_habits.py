@@ -186,3 +186,16 @@ def test_a_run_folder_where_a_recipe_is_expected(tmp_path, command):
     assert result.exit_code == 2
     assert "a run folder (an output_dir), not a recipe" in result.stderr
     assert str(run / "recipe.yaml") in result.stderr and "packaged" not in result.stderr
+
+
+@pytest.mark.parametrize("name, what", [("notes.txt", "a .txt file is not a recipe"),
+                                        ("labels.csv", "a .csv file is data, not a recipe"),
+                                        ("G.pth", "a .pth file is a checkpoint, not a recipe")])
+@pytest.mark.parametrize("command", ["doctor", "train-gan"])
+def test_other_files_where_a_recipe_is_expected_say_what_they_are(tmp_path, name, what, command):
+    path = tmp_path / name
+    path.write_text("hello\n", encoding="utf-8")
+    result = runner.invoke(app, [command, str(path)])
+    assert result.exit_code == 2
+    assert f"{path}: {what}" in result.stderr and "must be a mapping" not in result.stderr
+    assert "Traceback" not in result.output
