@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from .commands.guard import guard
@@ -23,7 +24,27 @@ def _examples(*lines: str) -> str:
     return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
 
 
+class _Commands(TyperGroup):
+    """The top-level command group: an unknown command gets the closest one (``ohlora gen`` ->
+    ``generate``) and the list, as a usage error (exit 2)."""
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            import difflib
+
+            names = self.list_commands(ctx)
+            close = [n for n in names if n.startswith(name)] or difflib.get_close_matches(name, names, n=1)
+            guess = f" Did you mean '{close[0]}'?" if len(close) == 1 else (
+                f" Did you mean one of: {', '.join(close)}?" if close else "")
+            typer.echo(f"{ctx.get_usage()}\nTry 'ohlora --help' for help.\n\nerror: no such command '{name}'.{guess} "
+                       f"Commands: {', '.join(names)}.", err=True)
+            raise typer.Exit(2)
+        return super().resolve_command(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="ohlora",
     help=(
         "Fine-tune a label-conditioned StyleGAN and a small LLM, and catch the classic "

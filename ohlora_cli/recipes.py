@@ -317,13 +317,91 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+# Names from Hugging Face (TrainingArguments, peft), trl, torchtune, axolotl and NVlabs' StyleGAN
+# for ideas that have another name here: an unknown key with one of these names is answered with
+# ours, not with the nearest spelling (learning_rate is not extra_g_ratio). kind -> name -> (our
+# dotted key, a note).
+_PER_DEVICE = "train.batch_size is the GLOBAL batch; per-device batch and accumulation are derived from it"
+_GAN_LENGTH = "a GAN run's length is train.kimg, thousands of real images shown"
+ALIASES: dict[str, dict[str, tuple[str, str]]] = {
+    "gan": {
+        **dict.fromkeys(("learning_rate", "lr", "glr"), ("train.g_lr", "and train.d_lr: one per network")),
+        "dlr": ("train.d_lr", ""),
+        **dict.fromkeys(("lr_scheduler_type", "lr_schedule", "scheduler"), ("train.lr_scheduler", "")),
+        **dict.fromkeys(("steps", "max_steps", "total_steps", "num_train_epochs", "epochs", "num_epochs",
+                         "total_kimg"), ("train.kimg", _GAN_LENGTH)),
+        **dict.fromkeys(("per_device_train_batch_size", "train_batch_size", "micro_batch_size", "batch",
+                         "gradient_accumulation_steps"), ("train.batch_size", _PER_DEVICE)),
+        **dict.fromkeys(("image_size", "img_size", "img_resolution"), ("model.resolution", "")),
+        **dict.fromkeys(("gamma", "r1"), ("train.r1_gamma", "")),
+        **dict.fromkeys(("ema", "ema_decay"), ("train.ema_kimg", "a half-life in kimg")),
+        **dict.fromkeys(("snap", "snapshot_steps"), ("train.snapshot_kimg", "")),
+        **dict.fromkeys(("outdir", "output", "out_dir"), ("output_dir", "")),
+        **dict.fromkeys(("labels", "cond", "label_names"), ("data.label_columns", "")),
+    },
+    "llm": {
+        **dict.fromkeys(("lr",), ("train.learning_rate", "")),
+        **dict.fromkeys(("lr_scheduler_type", "lr_schedule", "scheduler"), ("train.lr_scheduler", "")),
+        **dict.fromkeys(("num_train_epochs", "num_epochs"), ("train.epochs", "")),
+        **dict.fromkeys(("steps", "total_steps", "num_steps"), ("train.max_steps", "")),
+        **dict.fromkeys(("per_device_train_batch_size", "train_batch_size", "micro_batch_size", "batch",
+                         "gradient_accumulation_steps"), ("train.batch_size", _PER_DEVICE)),
+        **dict.fromkeys(("warmup_steps",), ("train.warmup_ratio", "a share of the steps")),
+        **dict.fromkeys(("bf16", "fp16", "dtype", "torch_dtype", "mixed_precision"), ("train.precision", "")),
+        **dict.fromkeys(("lora_r", "rank", "lora_rank"), ("lora.r", "")),
+        "lora_alpha": ("lora.alpha", ""),
+        "lora_dropout": ("lora.dropout", ""),
+        "lora_target_modules": ("lora.target_modules", ""),
+        **dict.fromkeys(("model_name_or_path", "base_model", "model_name", "pretrained_model_name_or_path",
+                         "model_id"), ("model.path", "")),
+        **dict.fromkeys(("dataset", "dataset_path", "train_file", "data_files", "datasets"), ("data.path", "")),
+        **dict.fromkeys(("max_seq_length", "max_seq_len", "sequence_len", "cutoff_len", "max_len"),
+                        ("data.max_length", "")),
+        **dict.fromkeys(("outdir", "output", "out_dir"), ("output_dir", "")),
+    },
+}
+
+# Keys renamed so both kinds call one idea by one name: the old name is still read, with a note.
+RENAMED: dict[str, dict[str, str]] = {"gan": {"train.lr_schedule": "train.lr_scheduler"}}
+
+
+def _rename_old_keys(data: dict[str, Any], kind: Any, source: str) -> None:
+    from .console import info
+
+    for old, new in RENAMED.get(kind, {}).items() if isinstance(kind, str) else ():
+        *parents, leaf = old.split(".")
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        new_leaf = new.split(".")[-1]
+        if new_leaf in node:
+            raise RecipeError(f"{source}: {old} and {new} are one key ({old} is its old name); give {new} only")
+        node[new_leaf] = node.pop(leaf)
+        info(f"[dim]note: {source}: {old} is now called {new} (as in the other kind); read as {new}[/dim]")
+
+
+def _alias(kind: str, loc: tuple) -> str | None:
+    """'; 'learning_rate' is 'train.g_lr' here (and train.d_lr: one per network)' for a name
+    another tool uses, or None."""
+    found = ALIASES.get(kind, {}).get(str(loc[-1]).lower())
+    if found is None or found[0] == ".".join(map(str, loc)):
+        return None
+    ours, note = found
+    return f"; '{loc[-1]}' is '{ours}' here" + (f" ({note})" if note else "")
+
+
 def format_errors(exc: ValidationError, model: type[BaseModel], source: str, from_set: list[str]) -> str:
     lines = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
         origin = " (from --set)" if key in from_set else ""
-        if error["type"] == "extra_forbidden":
+        alias = _alias(_kind_of(model), loc) if error["type"] == "extra_forbidden" else None
+        if alias:
+            lines.append(f"  {key}{origin}: unknown key{alias}")
+        elif error["type"] == "extra_forbidden":
             known = _known_keys(model, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
             suggestion = f"; did you mean '{'.'.join(str(p) for p in (*loc[:-1], close[0]))}'?" if close else ""
@@ -339,11 +417,16 @@ def format_errors(exc: ValidationError, model: type[BaseModel], source: str, fro
     return f"{source}: {count} problem{'s' if count != 1 else ''} in the recipe:\n" + "\n".join(lines)
 
 
+def _kind_of(model: type[BaseModel]) -> str:
+    return next((kind for kind, target in KINDS.items() if target.endswith(f":{model.__name__}")), "")
+
+
 def validate(data: dict[str, Any], *, source: str = "recipe", from_set: list[str] | None = None) -> BaseModel:
     try:
         model = model_class(data.get("kind"))
     except RecipeError as exc:
         raise RecipeError(f"{source}: {exc}", hint=exc.hint) from None
+    _rename_old_keys(data, data.get("kind"), source)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

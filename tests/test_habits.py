@@ -199,3 +199,53 @@ def test_other_files_where_a_recipe_is_expected_say_what_they_are(tmp_path, name
     assert result.exit_code == 2
     assert f"{path}: {what}" in result.stderr and "must be a mapping" not in result.stderr
     assert "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------ did-you-mean that knows the field
+
+
+@pytest.mark.parametrize("recipe, override, expected", [
+    ("gan-demo", "train.learning_rate=0.001", "'learning_rate' is 'train.g_lr' here (and train.d_lr"),
+    ("gan-demo", "train.steps=100", "'steps' is 'train.kimg' here"),
+    ("gan-demo", "train.gradient_accumulation_steps=2", "'gradient_accumulation_steps' is 'train.batch_size' here"),
+    ("llm-demo", "train.gradient_accumulation_steps=2", "'gradient_accumulation_steps' is 'train.batch_size' here"),
+    ("llm-demo", "train.num_train_epochs=3", "'num_train_epochs' is 'train.epochs' here"),
+    ("llm-demo", "train.lr_scheduler_type=cosine", "'lr_scheduler_type' is 'train.lr_scheduler' here"),
+    ("llm-demo", "model.model_name_or_path=x", "'model_name_or_path' is 'model.path' here"),
+    ("llm-demo", "data.max_seq_length=128", "'max_seq_length' is 'data.max_length' here"),
+])
+def test_names_from_other_tools_point_at_ours(cwd, recipe, override, expected):
+    command = "train-gan" if recipe.startswith("gan") else "train-llm"
+    result = runner.invoke(app, [command, recipe, override, "--dry-run"])
+    assert result.exit_code == 2
+    assert expected in result.stderr, result.stderr
+    assert "extra_g_ratio" not in result.stderr and "gradient_checkpointing" not in result.stderr
+    assert "grid_steps" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["gan", "llm"])
+def test_every_alias_names_a_real_key(kind):
+    keys = {key for key, _, _ in recipes.reference(kind)}
+    assert {ours for ours, _ in recipes.ALIASES[kind].values()} <= keys
+
+
+def test_one_name_for_the_learning_rate_schedule_and_the_old_one_still_read(tmp_path):
+    gan_keys = {key for key, _, _ in recipes.reference("gan")}
+    llm_keys = {key for key, _, _ in recipes.reference("llm")}
+    assert "train.lr_scheduler" in gan_keys & llm_keys and "train.lr_schedule" not in gan_keys
+    path = tmp_path / "old.yaml"
+    text = (recipes.recipes_dir() / "gan-demo.yaml").read_text(encoding="utf-8")
+    path.write_text(text.replace("lr_scheduler: constant", "lr_schedule: constant"), encoding="utf-8")
+    result = runner.invoke(app, ["train-gan", str(path), f"output_dir={tmp_path / 'run'}", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "train.lr_schedule is now called train.lr_scheduler" in " ".join(result.stderr.split())
+    assert yaml.safe_load(result.stdout)["train"]["lr_scheduler"] == "constant"
+
+
+@pytest.mark.parametrize("typed, expected", [("gen", "Did you mean 'generate'?"),
+                                             ("docter", "Did you mean 'doctor'?"),
+                                             ("train", "Did you mean one of: train-gan, train-llm?")])
+def test_an_unknown_command_gets_a_suggestion(typed, expected):
+    result = runner.invoke(app, [typed, "x"])
+    assert result.exit_code == 2
+    assert f"no such command '{typed}'. {expected}" in result.output

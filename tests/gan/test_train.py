@@ -143,8 +143,9 @@ def test_corrupt_checkpoint_on_resume(tmp_path):
 def test_dry_run_checks_data_and_writes_nothing(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path)
     run(recipe, dry_run=True)
-    shown = capsys.readouterr().out
-    assert "8 per device x 1 processes x 1 accumulation = 8" in shown and "output_dir:" in shown
+    shown = capsys.readouterr()
+    assert "8 per device x 1 processes x 1 accumulation = 8" in shown.err  # the plan on stderr
+    assert "output_dir:" in shown.out  # the resolved recipe alone on stdout
     assert not (tmp_path / "run").exists()
     (tmp_path / "data" / "img" / "5.png").unlink()
     with pytest.raises(DataError, match="1 of 24 image files are missing"):
