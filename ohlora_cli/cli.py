@@ -432,7 +432,8 @@ def doctor(
     ] = None,
     set_: SetOpt = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Also show the libraries' own output (warnings) live.")
+        bool, typer.Option("--verbose", "-v", help="Every check's row, passes included (by default: one line per "
+                           "area and every finding that is not a pass), and the libraries' own output live.")
     ] = False,
 ) -> None:
     """Preflight: environment, recipes (settings, data, dry-run probes) and your own scripts."""
@@ -445,7 +446,7 @@ def doctor(
         targets, bare = split_arguments(targets or [], command="doctor", many=True)
         code = run_cli(
             targets, json_out=json_out, strict=strict, gpus=gpus, list_checks=list_checks,
-            select=select or [], overrides=[*(set_ or []), *bare],
+            select=select or [], overrides=[*(set_ or []), *bare], verbose=verbose,
         )
     if code:
         raise typer.Exit(code)

@@ -5,6 +5,7 @@ output_dir, bare KEY=VALUE overrides, ``ohlora recipes`` / ``recipes copy``, a d
 stdout is a recipe, wrong kinds of input pointed the right way.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -74,6 +75,12 @@ def test_the_real_demo_commands_train_from_an_empty_output_dir(cwd):
     assert llm.returncode == 0, llm.stderr[-3000:]
     assert (cwd / "X" / "tiny-model" / "config.json").is_file() and (cwd / "X" / "adapter").is_dir()
     assert sorted(p.name for p in cwd.iterdir()) == ["X", "Y"]  # nothing in runs/ or anywhere else
+    # "ok" means "will launch": the doctor says the run in Y needs --resume, and train-gan agrees
+    doctor = _ohlora(cwd, "doctor", "gan-demo", "output_dir=Y")
+    assert doctor.returncode == 0, doctor.stderr[-3000:]
+    assert "launch: would need --resume: output_dir Y already holds a run" in " ".join(doctor.stdout.split())
+    again = _ohlora(cwd, "train-gan", "gan-demo", "output_dir=Y")
+    assert again.returncode == 2 and "already holds a run" in again.stderr
 
 
 # ------------------------------------------------------------------ bare KEY=VALUE overrides
@@ -249,3 +256,84 @@ def test_an_unknown_command_gets_a_suggestion(typed, expected):
     result = runner.invoke(app, [typed, "x"])
     assert result.exit_code == 2
     assert f"no such command '{typed}'. {expected}" in result.output
+
+
+# ------------------------------------------------------------------ the doctor's summary
+
+
+def _blobs(cwd, count=64):
+    from ohlora_cli.gan.synthetic import build_blobs
+
+    demo = recipes.load("gan-demo")
+    build_blobs(demo.data.csv, count=count, resolution=demo.model.resolution)
+    return cwd / demo.data.csv
+
+
+def test_doctor_shows_one_line_per_area_and_every_problem_in_full(cwd):
+    _blobs(cwd)
+    result = runner.invoke(app, ["doctor", "gan-demo", "data.standardize_labels=false"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("[ok] environment: ") for line in lines)
+    assert any(line.startswith("[!] recipe ") and "1 warning" in line for line in lines)
+    assert not any(line.lstrip().startswith("PASS") for line in lines)  # no PASS rows by default
+    [warn] = [line for line in lines if line.lstrip().startswith("WARN")]
+    assert "data.standardize_labels" in warn and "raw labels far from z-scores" in warn
+    assert any("fix: Set data.standardize_labels: true" in line for line in lines)
+    assert "launch: would start (with 1 warning)" in result.stdout
+    assert "doctor: ok, but 1 warning above" in result.stdout  # a WARN does not hide under "ok"
+    verbose = runner.invoke(app, ["doctor", "gan-demo", "data.standardize_labels=false", "-v"],
+                            env={"COLUMNS": "200"})
+    assert verbose.exit_code == 0
+    assert sum("PASS" in line for line in verbose.stdout.splitlines()) >= 5  # every row with -v
+    data = json.loads(runner.invoke(app, ["doctor", "gan-demo", "--json"]).stdout)
+    assert set(data) >= {"ok", "findings", "summary"} and data["launch"][0]["starts"] is True
+
+
+def test_one_bad_csv_row_is_one_finding(cwd):
+    csv_path = _blobs(cwd)
+    lines = csv_path.read_text().splitlines()
+    lines[19] = lines[19].rsplit(",", 1)[0] + ",left"
+    csv_path.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["doctor", "gan-demo", "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    failed = [f for f in data["findings"] if f["status"] == "fail"]
+    assert len(failed) == 1 and data["summary"]["fail"] == 1
+    assert f"{csv_path.relative_to(cwd)}:20:" in failed[0]["message"] or f"{csv_path}:20:" in failed[0]["message"]
+    [dtype] = [f for f in data["findings"] if f["check"] == "dtype-mismatch"]
+    assert dtype["status"] == "skip" and "recipe-data" in dtype["message"]
+    launch = runner.invoke(app, ["train-gan", "gan-demo"])
+    assert launch.exit_code == 2 and "1 failure(s)" in launch.stderr
+
+
+def _dialogue(path, rows):
+    path.write_text("data_type,input_data,output_data\n" + "".join(f"{s},{i},{o}\n" for s, i, o in rows),
+                    encoding="utf-8")
+    return path
+
+
+def test_llm_rows_are_located_as_file_line_like_the_gan(cwd):
+    csv_path = _dialogue(cwd / "d.csv", [("train", "hi", "hello"), ("train", "", "empty"), ("valid", "a", "b")])
+    result = runner.invoke(app, ["doctor", "llm-demo", f"data.path={csv_path}", "output_dir=o", "--json"])
+    data = json.loads(result.stdout)
+    [failed] = [f for f in data["findings"] if f["status"] == "fail"]
+    assert f"{csv_path}:3: input_data is empty" in failed["message"]
+
+
+@pytest.mark.parametrize("kind", ["gan", "llm"])
+def test_a_batch_larger_than_the_data_says_so(cwd, kind):
+    if kind == "gan":
+        csv_path = _blobs(cwd, count=16)
+        lines = csv_path.read_text().splitlines()
+        csv_path.write_text("\n".join(lines[:2]) + "\n")  # the header and one row
+        args = ["doctor", "gan-demo", "train.batch_size=16", "--json"]
+        expected = "1 data row, and train.batch_size is 16: one example cannot fill a batch"
+    else:
+        csv_path = _dialogue(cwd / "d.csv", [("train", "hi", "hello"), ("valid", "a", "b")])
+        args = ["doctor", "llm-demo", f"data.path={csv_path}", "output_dir=o", "train.batch_size=16", "--json"]
+        expected = "1 training row, fewer than train.batch_size 16: not one batch can be filled"
+    data = json.loads(runner.invoke(app, args).stdout)
+    messages = [f["message"] for f in data["findings"] if f["status"] == "fail"]
+    assert any(expected in m for m in messages), messages
+    assert not any("never change" in m for m in messages)
