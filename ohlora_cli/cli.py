@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from .commands.guard import guard
@@ -23,7 +24,27 @@ def _examples(*lines: str) -> str:
     return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
 
 
+class _Commands(TyperGroup):
+    """The top-level command group: an unknown command gets the closest one (``ohlora gen`` ->
+    ``generate``) and the list, as a usage error (exit 2)."""
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            import difflib
+
+            names = self.list_commands(ctx)
+            close = [n for n in names if n.startswith(name)] or difflib.get_close_matches(name, names, n=1)
+            guess = f" Did you mean '{close[0]}'?" if len(close) == 1 else (
+                f" Did you mean one of: {', '.join(close)}?" if close else "")
+            typer.echo(f"{ctx.get_usage()}\nTry 'ohlora --help' for help.\n\nerror: no such command '{name}'.{guess} "
+                       f"Commands: {', '.join(names)}.", err=True)
+            raise typer.Exit(2)
+        return super().resolve_command(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="ohlora",
     help=(
         "Fine-tune a label-conditioned StyleGAN and a small LLM, and catch the classic "
@@ -33,6 +54,7 @@ app = typer.Typer(
     ),
     epilog=_examples(
         "ohlora train-gan                      # the embedded demo, under a minute on a CPU",
+        "ohlora recipes                        # the packaged recipes; ohlora recipes copy NAME to own one",
         "ohlora train-llm llm-demo --dry-run   # resolve and check a recipe, then stop",
         "ohlora doctor train.py --gpus 2       # analyse your own training script",
     ),
@@ -45,9 +67,11 @@ app = typer.Typer(
 
 # Options shared by the train commands.
 RecipeArg = Annotated[
-    str | None,
+    list[str] | None,
     typer.Argument(
-        help="Recipe: a YAML file or the name of a packaged recipe. Default: the command's demo recipe.",
+        metavar="[RECIPE] [KEY=VALUE]...",
+        help="Recipe: a YAML file or the name of a packaged recipe (ohlora recipes lists them). Default: the "
+        "command's demo recipe. KEY=VALUE arguments override recipe keys, as --set does.",
         show_default=False,
     ),
 ]
@@ -115,6 +139,7 @@ def root(
     "train-gan",
     epilog=_examples(
         "ohlora train-gan                                   # demo: synthetic blobs, 16 px, ~40 s on CPU",
+        "ohlora train-gan gan-demo train.kimg=4 output_dir=runs/short   # KEY=VALUE overrides, as --set",
         "ohlora train-gan gan-ohlora-v1 --set data.csv=scores.csv --set model.checkpoint=stylegan.pth",
         "ohlora train-gan my.yaml --resume                  # continue from output_dir's latest checkpoint",
         "ohlora train-gan my.yaml --nproc 2                 # DDP under torchrun",
@@ -134,15 +159,18 @@ def train_gan(
     from .runtime.quiet import library_output
 
     with library_output(verbose=verbose):
+        from .commands.recipe import arguments
         from .commands.train_gan import run
 
-        run(recipe or "gan-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor, nproc=nproc)
+        name, overrides = arguments(recipe, set_, command="train-gan", default="gan-demo")
+        run(name, overrides, dry_run=dry_run, resume=resume, skip_doctor=skip_doctor, nproc=nproc)
 
 
 @app.command(
     "train-llm",
     epilog=_examples(
         "ohlora train-llm                                   # demo: a tiny local model, under a minute on CPU",
+        "ohlora train-llm llm-demo train.epochs=2 output_dir=runs/try   # KEY=VALUE overrides, as --set",
         "ohlora train-llm llm-polyglot-lora --set model.path=./polyglot-ko-1.3b",
         "ohlora train-llm my.yaml --set model.backend=unsloth --merge",
         "ohlora train-llm my.yaml --nproc 2                 # DDP under torchrun, never DataParallel",
@@ -163,10 +191,12 @@ def train_llm(
     from .runtime.quiet import library_output
 
     with library_output(verbose=verbose):
+        from .commands.recipe import arguments
         from .commands.train_llm import run
 
+        name, overrides = arguments(recipe, set_, command="train-llm", default="llm-demo")
         run(
-            recipe or "llm-demo", set_ or [], dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
+            name, overrides, dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
             nproc=nproc, merge=merge,
         )
 
@@ -178,6 +208,8 @@ def train_llm(
         "ohlora generate runs/gan-demo --labels brightness=1.5,position=-1 -n 8 -o bright.png",
         "ohlora generate runs/gan-demo --sweep position --from -2 --to 2 --steps 7 -o sweep.png",
         "ohlora generate runs/gan-demo --out-dir samples --scorer runs/gan-scorer-demo   # PNGs + images.csv",
+        "ohlora generate runs/gan-demo --seeds 0-35,40 --out-dir picked   # seed0000.png ... seed0040.png",
+        "ohlora generate runs/gan-demo -o samples.png --force         # replace samples.png",
         "ohlora generate stylegan_celeba_partial256.pth -n 4 --truncation 0.7 -o celeba.png",
     ),
 )
@@ -201,6 +233,12 @@ def generate(
                      help="Images to draw (default 16); with --sweep, rows of one z each (default 4)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first z: image (or sweep row) i uses seed + i.")] = 0,
+    seeds: Annotated[
+        str | None,
+        typer.Option("--seeds", metavar="LIST", show_default=False,
+                     help="One image (with --sweep: one row) per seed, as NVlabs' gen_images.py: 0-35,40 (ranges "
+                     "inclusive). Instead of --seed and -n."),
+    ] = None,
     truncation: Annotated[
         float,
         typer.Option("--truncation", min=0.0, metavar="PSI",
@@ -225,14 +263,20 @@ def generate(
     ] = None,
     steps: Annotated[int, typer.Option("--steps", min=2, help="Columns of the sweep.")] = 7,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write one PNG grid to this new file.", show_default=False)
+        Path | None,
+        typer.Option("--output", "-o", help="Write one PNG grid to this new file (an existing one only with --force).",
+                     show_default=False)
     ] = None,
     out_dir: Annotated[
         Path | None,
         typer.Option("--out-dir", show_default=False,
-                     help="Write one PNG per image and images.csv (z seed, labels, measured scores) into this new "
-                     "or empty folder."),
+                     help="Write one PNG per image, named by its seed (seed0003.png), and images.csv (z seed, "
+                     "labels, measured scores) into this new or empty folder."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the file named by -o when it exists (nothing else is ever "
+                           "replaced).")
+    ] = False,
     scorer: Annotated[
         str | None,
         typer.Option("--scorer", metavar="RUN", show_default=False,
@@ -249,7 +293,8 @@ def generate(
         from .commands.generate import run
 
         run(source, labels=labels, n=n, seed=seed, truncation=truncation, sweep=sweep, start=start, stop=stop,
-            steps=steps, output=output, out_dir=out_dir, scorer=scorer, device=device.value)
+            steps=steps, output=output, out_dir=out_dir, scorer=scorer, device=device.value, seeds=seeds,
+            force=force)
 
 
 @app.command(
@@ -313,6 +358,54 @@ def chat(
                  backend=backend.value if backend else None, weights=weights.value, base=base, device=device.value)
 
 
+recipes_app = typer.Typer(
+    name="recipes",
+    help="List the packaged recipes (name, kind, one line each); 'copy NAME [DEST]' writes one you own.",
+    epilog=_examples(
+        "ohlora recipes                          # names, kinds, one line each",
+        "ohlora recipes copy gan-demo my.yaml    # a commented copy to edit (never over an existing file)",
+        "ohlora train-gan my.yaml",
+    ),
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(recipes_app)
+
+
+@recipes_app.callback(invoke_without_command=True)
+@guard
+def recipes_list(ctx: typer.Context) -> None:
+    """List the packaged recipes; 'copy NAME [DEST]' writes one you own."""
+    if ctx.invoked_subcommand is None:
+        from .commands.catalog import list_recipes
+
+        list_recipes()
+
+
+@recipes_app.command(
+    "copy",
+    epilog=_examples(
+        "ohlora recipes copy llm-demo            # ./llm-demo.yaml",
+        "ohlora recipes copy gan-ohlora-v1 configs/   # configs/gan-ohlora-v1.yaml",
+    ),
+)
+@guard
+def recipes_copy(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A packaged recipe (ohlora recipes lists them).",
+                                        show_default=False)],
+    dest: Annotated[
+        Path | None,
+        typer.Argument(metavar="[DEST]", help="A new .yaml file, or a folder (default: ./NAME.yaml). Never written "
+                       "over when it exists.", show_default=False),
+    ] = None,
+) -> None:
+    """Copy a packaged recipe, comments included, to a new file you own."""
+    from .commands.catalog import copy
+
+    copy(name, dest)
+
+
 @app.command(
     "doctor",
     epilog=_examples(
@@ -326,7 +419,9 @@ def chat(
 def doctor(
     targets: Annotated[
         list[str] | None,
-        typer.Argument(help="Recipes (.yaml or packaged names) and/or Python scripts to check.", show_default=False),
+        typer.Argument(metavar="[TARGET]... [KEY=VALUE]...",
+                       help="Recipes (.yaml or packaged names) and/or Python scripts to check; KEY=VALUE arguments "
+                       "override recipe keys, as --set does.", show_default=False),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
@@ -337,7 +432,8 @@ def doctor(
     ] = None,
     set_: SetOpt = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Also show the libraries' own output (warnings) live.")
+        bool, typer.Option("--verbose", "-v", help="Every check's row, passes included (by default: one line per "
+                           "area and every finding that is not a pass), and the libraries' own output live.")
     ] = False,
 ) -> None:
     """Preflight: environment, recipes (settings, data, dry-run probes) and your own scripts."""
@@ -345,10 +441,12 @@ def doctor(
 
     with library_output(verbose=verbose):
         from .doctor import run_cli
+        from .recipes import split_arguments
 
+        targets, bare = split_arguments(targets or [], command="doctor", many=True)
         code = run_cli(
-            targets or [], json_out=json_out, strict=strict, gpus=gpus, list_checks=list_checks,
-            select=select or [], overrides=set_ or [],
+            targets, json_out=json_out, strict=strict, gpus=gpus, list_checks=list_checks,
+            select=select or [], overrides=[*(set_ or []), *bare], verbose=verbose,
         )
     if code:
         raise typer.Exit(code)

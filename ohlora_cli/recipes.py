@@ -61,17 +61,47 @@ def packaged_recipes() -> list[str]:
     return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
 
 
+# Files people pass where a recipe is expected, by suffix: what each is, and where it goes instead.
+_NOT_RECIPES = {
+    **dict.fromkeys((".csv", ".tsv", ".jsonl", ".json"), (
+        "data, not a recipe",
+        "Name it in a recipe: data.csv (GAN) or data.path (LLM). Start from a copy: ohlora recipes copy gan-demo "
+        "my.yaml (or llm-demo), set the data key, then: ohlora doctor my.yaml")),
+    **dict.fromkeys((".pth", ".pt", ".safetensors", ".ckpt", ".bin"), (
+        "a checkpoint, not a recipe",
+        "A GAN recipe starts from it with model.checkpoint; to draw images from it: ohlora generate FILE -o out.png")),
+    **dict.fromkeys((".png", ".jpg", ".jpeg"), (
+        "an image, not a recipe", "Images are listed in the CSV that a GAN recipe names in data.csv.")),
+    **dict.fromkeys((".txt", ".md", ".rst", ".log", ".toml", ".ini", ".cfg"), (
+        "not a recipe", "A recipe is a YAML file (.yaml); ohlora recipes lists the packaged ones, and ohlora recipes "
+        "copy NAME writes one to edit. The doctor also reads Python scripts (.py).")),
+}
+
+
 def find(recipe: str) -> Path:
     """A recipe argument is a path to a YAML file or the name of a packaged recipe."""
     path = Path(recipe).expanduser()
     if path.is_file():
+        known = _NOT_RECIPES.get(path.suffix.lower())
+        if known is not None:
+            raise RecipeError(f"{recipe}: a {path.suffix.lower()} file is {known[0]}", hint=known[1])
         return path
+    if path.is_dir():
+        resolved = path / "recipe.yaml"
+        if resolved.is_file():
+            raise RecipeError(
+                f"{recipe}: a run folder (an output_dir), not a recipe",
+                hint=f"Its resolved recipe is {resolved}: pass that (with --resume to continue the run). "
+                     f"To use the trained model: ohlora generate {recipe} (GAN) or ohlora chat {recipe} (LLM).")
+        raise RecipeError(f"{recipe}: a folder, not a recipe",
+                          hint=f"Pass a recipe YAML file, or one of: {', '.join(packaged_recipes())} "
+                               "(ohlora recipes lists them).")
     name = recipe[:-5] if recipe.endswith((".yaml", ".yml")) and "/" not in recipe else recipe
     packaged = recipes_dir() / f"{name}.yaml"
     if "/" not in name and packaged.is_file():
         return packaged
     names = packaged_recipes()
-    close = difflib.get_close_matches(name, names, n=1)
+    close = difflib.get_close_matches(name, names, n=1) if "/" not in name else []
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise RecipeError(
         f"recipe '{recipe}': no such file, and no packaged recipe of that name",
@@ -190,6 +220,29 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+_KEY = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_0-9][\w-]*)*")
+
+
+def is_override(arg: str) -> bool:
+    """Whether a bare command-line argument is a ``KEY=VALUE`` override (torchtune's habit) rather
+    than a recipe: a dotted key before the first '=', and not the name of an existing file."""
+    key, sep, _ = arg.partition("=")
+    return bool(sep) and _KEY.fullmatch(key.strip()) is not None and not Path(arg).expanduser().exists()
+
+
+def split_arguments(args: list[str], *, command: str, many: bool = False) -> tuple[list[str], list[str]]:
+    """Bare arguments -> (recipes, ``KEY=VALUE`` overrides), order kept. A train command takes at
+    most one recipe (``many=False``)."""
+    targets = [a for a in args if not is_override(a)]
+    overrides = [a for a in args if is_override(a)]
+    if not many and len(targets) > 1:
+        raise RecipeError(
+            f"{command}: one recipe, got {len(targets)}: {', '.join(repr(t) for t in targets)}",
+            hint="Overrides are KEY=VALUE with a dotted key (train.kimg=5) or --set KEY=VALUE; "
+                 "the other argument is the recipe.")
+    return targets, overrides
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     key = key.strip()
@@ -199,8 +252,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         )
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise RecipeError(
+            f"override {key}={value}: the value is not valid YAML ({problem})",
+            hint=f"Values are read as YAML (8, 0.5, true, [a, b]). To pass it as text, quote it: "
+                 f"{key}='\"{value}\"'") from None
     return key.split("."), parsed
 
 
@@ -222,6 +279,37 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[str]:
         node[parts[-1]] = value
         keys.append(".".join(parts))
     return keys
+
+
+_REF = re.compile(r"\$\{([^}]*)\}")
+
+
+def resolve_references(data: dict[str, Any], source: str) -> None:
+    """``${output_dir}`` (any ``${dotted.key}`` of a scalar) in a string value is replaced, in place,
+    by that key's value after the overrides: a demo keeps what it builds under its output_dir,
+    whatever output_dir is set to (torchtune's interpolation, without the rest of OmegaConf)."""
+
+    def lookup(ref: str, at: str) -> str:
+        node: Any = data
+        for part in ref.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None or isinstance(node, (dict, list)) or (isinstance(node, str) and _REF.search(node)):
+            raise RecipeError(
+                f"{source}: {at}: '${{{ref}}}' names no plain value of the recipe",
+                hint="A ${KEY} reference takes the value of another key, e.g. ${output_dir}/data/labels.csv.")
+        return str(node)
+
+    def walk(node: Any, at: str) -> Any:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                node[key] = walk(value, f"{at}.{key}" if at else str(key))
+        elif isinstance(node, list):
+            return [walk(value, f"{at}[{i}]") for i, value in enumerate(node)]
+        elif isinstance(node, str) and "${" in node:
+            return _REF.sub(lambda m: lookup(m.group(1), at), node)
+        return node
+
+    walk(data, "")
 
 
 def model_class(kind: Any) -> type[BaseModel]:
@@ -260,13 +348,91 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+# Names from Hugging Face (TrainingArguments, peft), trl, torchtune, axolotl and NVlabs' StyleGAN
+# for ideas that have another name here: an unknown key with one of these names is answered with
+# ours, not with the nearest spelling (learning_rate is not extra_g_ratio). kind -> name -> (our
+# dotted key, a note).
+_PER_DEVICE = "train.batch_size is the GLOBAL batch; per-device batch and accumulation are derived from it"
+_GAN_LENGTH = "a GAN run's length is train.kimg, thousands of real images shown"
+ALIASES: dict[str, dict[str, tuple[str, str]]] = {
+    "gan": {
+        **dict.fromkeys(("learning_rate", "lr", "glr"), ("train.g_lr", "and train.d_lr: one per network")),
+        "dlr": ("train.d_lr", ""),
+        **dict.fromkeys(("lr_scheduler_type", "lr_schedule", "scheduler"), ("train.lr_scheduler", "")),
+        **dict.fromkeys(("steps", "max_steps", "total_steps", "num_train_epochs", "epochs", "num_epochs",
+                         "total_kimg"), ("train.kimg", _GAN_LENGTH)),
+        **dict.fromkeys(("per_device_train_batch_size", "train_batch_size", "micro_batch_size", "batch",
+                         "gradient_accumulation_steps"), ("train.batch_size", _PER_DEVICE)),
+        **dict.fromkeys(("image_size", "img_size", "img_resolution"), ("model.resolution", "")),
+        **dict.fromkeys(("gamma", "r1"), ("train.r1_gamma", "")),
+        **dict.fromkeys(("ema", "ema_decay"), ("train.ema_kimg", "a half-life in kimg")),
+        **dict.fromkeys(("snap", "snapshot_steps"), ("train.snapshot_kimg", "")),
+        **dict.fromkeys(("outdir", "output", "out_dir"), ("output_dir", "")),
+        **dict.fromkeys(("labels", "cond", "label_names"), ("data.label_columns", "")),
+    },
+    "llm": {
+        **dict.fromkeys(("lr",), ("train.learning_rate", "")),
+        **dict.fromkeys(("lr_scheduler_type", "lr_schedule", "scheduler"), ("train.lr_scheduler", "")),
+        **dict.fromkeys(("num_train_epochs", "num_epochs"), ("train.epochs", "")),
+        **dict.fromkeys(("steps", "total_steps", "num_steps"), ("train.max_steps", "")),
+        **dict.fromkeys(("per_device_train_batch_size", "train_batch_size", "micro_batch_size", "batch",
+                         "gradient_accumulation_steps"), ("train.batch_size", _PER_DEVICE)),
+        **dict.fromkeys(("warmup_steps",), ("train.warmup_ratio", "a share of the steps")),
+        **dict.fromkeys(("bf16", "fp16", "dtype", "torch_dtype", "mixed_precision"), ("train.precision", "")),
+        **dict.fromkeys(("lora_r", "rank", "lora_rank"), ("lora.r", "")),
+        "lora_alpha": ("lora.alpha", ""),
+        "lora_dropout": ("lora.dropout", ""),
+        "lora_target_modules": ("lora.target_modules", ""),
+        **dict.fromkeys(("model_name_or_path", "base_model", "model_name", "pretrained_model_name_or_path",
+                         "model_id"), ("model.path", "")),
+        **dict.fromkeys(("dataset", "dataset_path", "train_file", "data_files", "datasets"), ("data.path", "")),
+        **dict.fromkeys(("max_seq_length", "max_seq_len", "sequence_len", "cutoff_len", "max_len"),
+                        ("data.max_length", "")),
+        **dict.fromkeys(("outdir", "output", "out_dir"), ("output_dir", "")),
+    },
+}
+
+# Keys renamed so both kinds call one idea by one name: the old name is still read, with a note.
+RENAMED: dict[str, dict[str, str]] = {"gan": {"train.lr_schedule": "train.lr_scheduler"}}
+
+
+def _rename_old_keys(data: dict[str, Any], kind: Any, source: str) -> None:
+    from .console import info
+
+    for old, new in RENAMED.get(kind, {}).items() if isinstance(kind, str) else ():
+        *parents, leaf = old.split(".")
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        new_leaf = new.split(".")[-1]
+        if new_leaf in node:
+            raise RecipeError(f"{source}: {old} and {new} are one key ({old} is its old name); give {new} only")
+        node[new_leaf] = node.pop(leaf)
+        info(f"[dim]note: {source}: {old} is now called {new} (as in the other kind); read as {new}[/dim]")
+
+
+def _alias(kind: str, loc: tuple) -> str | None:
+    """'; 'learning_rate' is 'train.g_lr' here (and train.d_lr: one per network)' for a name
+    another tool uses, or None."""
+    found = ALIASES.get(kind, {}).get(str(loc[-1]).lower())
+    if found is None or found[0] == ".".join(map(str, loc)):
+        return None
+    ours, note = found
+    return f"; '{loc[-1]}' is '{ours}' here" + (f" ({note})" if note else "")
+
+
 def format_errors(exc: ValidationError, model: type[BaseModel], source: str, from_set: list[str]) -> str:
     lines = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
         origin = " (from --set)" if key in from_set else ""
-        if error["type"] == "extra_forbidden":
+        alias = _alias(_kind_of(model), loc) if error["type"] == "extra_forbidden" else None
+        if alias:
+            lines.append(f"  {key}{origin}: unknown key{alias}")
+        elif error["type"] == "extra_forbidden":
             known = _known_keys(model, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
             suggestion = f"; did you mean '{'.'.join(str(p) for p in (*loc[:-1], close[0]))}'?" if close else ""
@@ -282,11 +448,16 @@ def format_errors(exc: ValidationError, model: type[BaseModel], source: str, fro
     return f"{source}: {count} problem{'s' if count != 1 else ''} in the recipe:\n" + "\n".join(lines)
 
 
+def _kind_of(model: type[BaseModel]) -> str:
+    return next((kind for kind, target in KINDS.items() if target.endswith(f":{model.__name__}")), "")
+
+
 def validate(data: dict[str, Any], *, source: str = "recipe", from_set: list[str] | None = None) -> BaseModel:
     try:
         model = model_class(data.get("kind"))
     except RecipeError as exc:
         raise RecipeError(f"{source}: {exc}", hint=exc.hint) from None
+    _rename_old_keys(data, data.get("kind"), source)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -310,6 +481,7 @@ def load(recipe: str, overrides: list[str] | None = None, *, expect_kind: str | 
     if expect_kind is not None:
         data.setdefault("kind", expect_kind)
     from_set = apply_overrides(data, overrides or [])
+    resolve_references(data, str(path))
     loaded = validate(data, source=str(path), from_set=from_set)
     loaded._source = path
     return loaded

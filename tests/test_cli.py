@@ -11,7 +11,8 @@ from ohlora_cli.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("args", [[], ["train-gan"], ["train-llm"], ["doctor"], ["generate"], ["chat"]])
+@pytest.mark.parametrize("args", [[], ["train-gan"], ["train-llm"], ["doctor"], ["generate"], ["chat"], ["recipes"],
+                                  ["recipes", "copy"]])
 def test_every_help_has_examples(args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0, result.output

@@ -106,7 +106,7 @@ def test_llm_jsonl_naming_a_key_twice(tmp_path):
                                  "--set", f"data.path={path}", "--set", f"output_dir={tmp_path / 'run'}",
                                  "--set", f"model.path={tmp_path / 'run' / 'tiny-model'}"])
     assert result.exit_code == 2, result.output
-    assert "line 2: key 'output_data' appears twice" in result.stderr
+    assert f"{path}:2: key 'output_data' appears twice" in result.stderr  # file:line, as every data error
 
 
 @pytest.mark.parametrize(("text", "line"), [

@@ -56,13 +56,14 @@ def test_packaged_recipes_write_nothing(tmp_path, cwd, name, mode):
 
 def test_demo_dry_run_and_doctor_read_built_data_and_write_nothing(tmp_path, cwd):
     """Once the synthetic data exists, the probes read all of it; still nothing is written."""
-    demo = recipes.load("gan-demo")
-    build_blobs(demo.data.csv, count=64, resolution=demo.model.resolution)
+    for name in ("gan-demo", "gan-scorer-demo"):  # each demo builds its data under its own output_dir
+        demo = recipes.load(name)
+        build_blobs(demo.data.csv, count=64, resolution=demo.model.resolution)
     for args in (["train-gan", "gan-demo", "--dry-run"], ["doctor", "gan-demo"], ["doctor", "gan-scorer-demo"]):
         result = read_only(tmp_path, args)
         assert result.exit_code == 0, result.output
         assert "would build" not in result.output
-    assert "64 rows" in read_only(tmp_path, ["train-gan", "gan-scorer-demo", "--dry-run"]).stdout
+    assert "64 rows" in read_only(tmp_path, ["train-gan", "gan-scorer-demo", "--dry-run"]).stderr  # the plan
 
 
 def test_bare_doctor_writes_nothing(tmp_path, cwd):

@@ -17,17 +17,52 @@ from ..console import info, out, say
 from ..errors import BadInputError, CheckpointError
 
 
-def check_outputs(output: Path | None, out_dir: Path | None) -> None:
-    """Exactly one destination, and nothing there to write over."""
+def parse_seeds(text: str) -> list[int]:
+    """``"0-35,40"`` -> [0, 1, ..., 35, 40] (NVlabs' gen_images.py ``--seeds``): ranges inclusive,
+    order kept, each seed once."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        low, dash, high = part.partition("-")
+        try:
+            first, last = (int(low), int(high)) if dash else (int(part), int(part))
+        except ValueError:
+            raise BadInputError(f"--seeds: '{part}' is not a seed or a range",
+                                hint="Write seeds and inclusive ranges of non-negative integers: --seeds 0-35,40") from None
+        if first < 0 or last < first:
+            raise BadInputError(f"--seeds: '{part}' is not a range of non-negative seeds, low to high",
+                                hint="Write e.g. --seeds 0-35,40 (ranges inclusive).")
+        seeds.extend(range(first, last + 1))
+        if len(seeds) > MAX_SEEDS:
+            raise BadInputError(f"--seeds {text}: more than {MAX_SEEDS:,} images", hint="Draw fewer at a time.")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise BadInputError(f"--seeds: seed {repeated[0]} is given twice (the same image)",
+                            hint="Give each seed once.")
+    return seeds
+
+
+MAX_SEEDS = 100_000
+
+
+def check_outputs(output: Path | None, out_dir: Path | None, *, force: bool = False) -> None:
+    """Exactly one destination, and nothing there to write over (``-o FILE --force``: the user
+    names that file, and it may be replaced; nothing else ever is)."""
     if (output is None) == (out_dir is None):
         raise BadInputError("say where the images go: -o FILE.png (one grid) or --out-dir FOLDER (one PNG each)"
                             if output is None else "-o and --out-dir: give one of them, not both")
     if output is not None:
         if output.suffix.lower() != ".png":
             raise BadInputError(f"-o: {output}: the grid is written as PNG; name the file *.png")
-        if output.exists():
-            raise BadInputError(f"-o: {output} already exists", hint="Name a new file; ohlora never writes over one.")
+        if output.is_dir():
+            raise BadInputError(f"-o: {output} is a folder", hint="Name a PNG file, or use --out-dir for one PNG each.")
+        if output.exists() and not force:
+            raise BadInputError(f"-o: {output} already exists",
+                                hint="Name a new file, or pass --force to replace this one.")
         return
+    if force:
+        raise BadInputError("--force replaces the file named by -o; --out-dir takes a new or empty folder",
+                            hint="Name a new folder for --out-dir.")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         what = "is a file" if not out_dir.is_dir() else "is not empty"
         raise BadInputError(f"--out-dir: {out_dir} {what}",
@@ -36,11 +71,18 @@ def check_outputs(output: Path | None, out_dir: Path | None) -> None:
 
 def run(source: str, *, labels: str | None, n: int | None, seed: int, truncation: float, sweep: str | None,
         start: float | None, stop: float | None, steps: int, output: Path | None, out_dir: Path | None, scorer: str | None,
-        device: str) -> None:
-    check_outputs(output, out_dir)
+        device: str, seeds: str | None = None, force: bool = False) -> None:
+    check_outputs(output, out_dir, force=force)
+    seed_list = parse_seeds(seeds) if seeds is not None else None
+    if seed_list is not None and n is not None and n != len(seed_list):
+        raise BadInputError(f"-n {n} and --seeds {seeds} ({len(seed_list)} seeds): give one of them",
+                            hint="--seeds draws one image (a sweep: one row) per seed.")
+    if seed_list is not None and seed:
+        raise BadInputError("--seed and --seeds: give one of them", hint="--seeds 5-8 draws seeds 5, 6, 7 and 8.")
     if not Path(source).exists():
         raise BadInputError(f"{source}: no such file or folder",
                             hint="Name a GAN run folder (its output_dir), a checkpoint-*.safetensors, or a GenForce .pth.")
+    _not_an_llm_run(Path(source))
     import torch
 
     from ..gan import generate as gen
@@ -52,7 +94,7 @@ def run(source: str, *, labels: str | None, n: int | None, seed: int, truncation
     where = resolve_device(device, key="--device")
     G = load_generator(source, device=where)
     request = gen.plan(G, labels=gen.parse_labels(labels, G), n=n, seed=seed, sweep=sweep, start=start, stop=stop,
-                       steps=steps)
+                       steps=steps, seeds=seed_list)
     score = _load_scorer(scorer, G, where) if scorer else None
     began = time.perf_counter()
     images = gen.render(G, request, truncation=truncation)
@@ -77,6 +119,22 @@ def run(source: str, *, labels: str | None, n: int | None, seed: int, truncation
         info(f"labels ({gen.units(G)}): {swept}{fixed or 'no other'}")
     if measured is not None:
         _print_measured(request, measured)
+
+
+def _not_an_llm_run(folder: Path) -> None:
+    """A train-llm run folder given to generate: point at chat (reads recipe.yaml's kind only)."""
+    recipe = folder / "recipe.yaml"
+    if not (folder.is_dir() and recipe.is_file()):
+        return
+    import yaml
+
+    try:
+        kind = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("kind")
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):
+        return  # not readable as a recipe: load_generator says what is wrong with the folder
+    if kind == "llm":
+        raise BadInputError(f"{folder}: a train-llm run (kind: llm); generate draws images from a GAN run",
+                            hint=f"Talk to it: ohlora chat {folder}")
 
 
 def _load_scorer(path: str, G, device):

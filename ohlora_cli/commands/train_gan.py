@@ -5,7 +5,7 @@
 2. Under torchrun, the process group comes up; a missing synthetic dataset is built (rank 0; a dry
    run says what it would build); the doctor's preflight runs (rank 0, unless ``--skip-doctor``);
    the CSV is read and every image header checked.
-3. ``--dry-run`` prints the plan and the resolved recipe and stops: it writes nothing.
+3. ``--dry-run`` prints the plan (stderr) and the resolved recipe (stdout) and stops: it writes nothing.
 4. output_dir is claimed (``recipe.yaml``, ``doctor.json``). With ``--nproc N`` outside torchrun
    the same command is relaunched under torchrun; otherwise ``train.method`` trains.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from ..console import out
+from ..console import err, out
 from ..runtime import dist
 from .launch import flags, relaunch
 from .preflight import run_preflight
@@ -92,5 +92,5 @@ def print_plan(ctx) -> None:
         counters = ckpt.read_metadata(ctx.resume_from)["counters"]
         plan.add_row("resume", f"{ctx.resume_from} ({counters})")
     plan.add_row("output_dir", str(ctx.out))
-    out.print(plan)
-    out.print(ctx.recipe_text, highlight=False, markup=False)
+    err.print(plan)  # the plan on stderr, the resolved recipe alone on stdout: --dry-run > my.yaml is a recipe
+    out.print(ctx.recipe_text, highlight=False, markup=False, soft_wrap=True)

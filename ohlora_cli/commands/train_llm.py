@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .. import recipes
-from ..console import info, out, warn
+from ..console import err, info, out, warn
 from ..errors import Interrupted, RecipeError, RunFailed
 from ..runtime import builds, dist, quiet
 from ..runtime.files import write_json, write_text
@@ -48,7 +48,7 @@ def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_
                      local_rank=env.local_rank, note=note)
     if env.is_main and not dist.relaunched():  # the ranks of --nproc: the parent printed it
         if dry_run:
-            out.print(recipes.dump(cfg), end="", highlight=False, markup=False)
+            out.print(recipes.dump(cfg), end="", highlight=False, markup=False, soft_wrap=True)
         print_plan(plan)
         if dry_run and plan.build_tiny:
             info(f"would build a tiny {cfg.model.tiny} model and tokenizer at {cfg.model.path} "
@@ -96,7 +96,7 @@ def print_plan(plan) -> None:
     table = Table(title="train-llm plan", show_header=False, title_justify="left")
     for key, value in plan.describe():
         table.add_row(key, value)
-    out.print(table)
+    err.print(table)  # stderr: with --dry-run, stdout holds the resolved recipe alone (> my.yaml)
     if plan.note:
         warn(plan.note)
 

@@ -98,9 +98,56 @@ def run(*, recipes: list | None = None, scripts: list[Path] | None = None, gpus:
         if env is not None:
             env.close()
     report = Report()
-    for i, (title, _, section_checks) in enumerate(sections):
-        report.sections.append(Section(title, [f for c in section_checks for f in results[i, c.id]]))
+    for i, (title, ctx, section_checks) in enumerate(sections):
+        report.sections.append(Section(title, [f for c in section_checks for f in results[i, c.id]],
+                                       recipe=ctx.recipe))
     return report
+
+
+def existing_run(recipe) -> str | None:
+    """The checkpoint of an earlier run in the recipe's output_dir (a launch without --resume is
+    refused then), by name; None when there is none. Reads only."""
+    out_dir = Path(recipe.output_dir).expanduser()
+    if recipe.kind == "gan":
+        if recipe.train.method == "scorer":
+            from ..gan.scorer import state_path
+
+            found = state_path(out_dir) if state_path(out_dir).is_file() else None
+        else:
+            from ..gan.checkpoint import latest_checkpoint
+
+            found = latest_checkpoint(out_dir)
+    else:
+        from ..llm.train import latest_checkpoint
+
+        found = latest_checkpoint(out_dir / "checkpoints")
+    return found.name if found is not None else None
+
+
+def judge_launches(report: Report) -> None:
+    """Say, under each recipe, whether ``ohlora train-*`` would start it now: not with a failure in
+    its area or the environment's, and not over an earlier run without --resume."""
+    env_failed = any(f.status in (Status.FAIL, Status.ERROR) for s in report.sections if s.recipe is None
+                     and s.title == "environment" for f in s.findings)
+    for section in report.sections:
+        if section.recipe is None:
+            continue
+        failed = sum(f.status in (Status.FAIL, Status.ERROR) for f in section.findings)
+        command = f"ohlora train-{section.recipe.kind}"
+        if failed or env_failed:
+            section.starts = False
+            section.launch = (f"would not start: {failed} failure{'s' if failed != 1 else ''} above"
+                              if failed else "would not start: the environment failed above")
+            continue
+        found = existing_run(section.recipe)
+        if found is not None:
+            section.starts = False
+            section.launch = (f"would need --resume: output_dir {section.recipe.output_dir} already holds a run "
+                              f"({found}); {command} ... --resume continues it, or set output_dir to a new folder")
+        else:
+            warned = sum(f.status is Status.WARN for f in section.findings)
+            section.starts = True
+            section.launch = "would start" + (f" (with {warned} warning{'s' if warned != 1 else ''})" if warned else "")
 
 
 def _print_json(obj) -> None:
@@ -170,7 +217,8 @@ def check_writes(recipe) -> None:
 
 
 def run_cli(targets: list[str], *, json_out: bool = False, strict: bool = False, gpus: int | None = None,
-            list_checks: bool = False, select: list[str] | None = None, overrides: list[str] | None = None) -> int:
+            list_checks: bool = False, select: list[str] | None = None, overrides: list[str] | None = None,
+            verbose: bool = False) -> int:
     """The ``ohlora doctor`` command; returns its exit code."""
     if list_checks:
         return _list_checks(json_out)
@@ -183,12 +231,13 @@ def run_cli(targets: list[str], *, json_out: bool = False, strict: bool = False,
                                 hint=(f"did you mean '{close[0]}'? " if close else "") + f"Known: {', '.join(known)}.")
     recipes, scripts = _split_targets(targets, overrides or [])
     report = run(recipes=recipes, scripts=scripts, gpus=gpus, select=select)
+    judge_launches(report)
     if json_out:
         _print_json(report.to_dict())
     else:
         from ..console import out
 
-        render(report, out)
+        render(report, out, verbose=verbose)
     return report.exit_code(strict=strict)
 
 
@@ -197,9 +246,10 @@ def preflight(recipe_model, *, gpus: int | None = None) -> Report:
     (``bad_input`` when any failing finding is bad input). Writes nothing: the run saves the
     returned report as ``output_dir/doctor.json`` when it goes ahead."""
     from ..console import err
+    from ..runtime import quiet
 
     report = run(recipes=[recipe_model], gpus=gpus)
-    render(report, err)
+    render(report, err, verbose=quiet.verbose())
     failures = report.failures()
     if failures:
         first = failures[0]
@@ -207,6 +257,6 @@ def preflight(recipe_model, *, gpus: int | None = None) -> Report:
         raise PreflightFailed(
             f"the doctor's preflight found {len(failures)} failure(s); first: {first.check}{where}: {first.message}",
             bad_input=any(f.bad_input for f in failures),
-            hint=first.hint or "See the table above; fix the failures, or pass --skip-doctor to launch anyway.",
+            hint=first.hint or "See the findings above; fix the failures, or pass --skip-doctor to launch anyway.",
         )
     return report

@@ -15,7 +15,8 @@ class GanData(Section):
     label_columns: list[str] = Field(min_length=1, description="numeric label columns, in the order G and D see them")
     image_root: str | None = Field(None, description="folder that replaces the directory of absolute image paths")
     standardize_labels: bool = Field(
-        False, description="z-score each label column (mean 0, std 1); the statistics are saved in the checkpoint"
+        True, description="z-score each label column (mean 0, std 1); the statistics are saved in the checkpoint. "
+        "false trains on the CSV's raw values (gan-ohlora-v1, whose scores are z-scored already)"
     )
     synthetic: Literal["blobs"] | None = Field(
         None, description="build this synthetic dataset at data.csv if it is missing, into data.csv's folder: only "
@@ -144,7 +145,8 @@ class GanTrain(Section):
     d_lr: float = Field(1e-4, gt=0, description="discriminator learning rate")
     betas: tuple[float, float] = Field((0.0, 0.99), description="Adam betas (beta1, beta2)")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (ignored by adam)")
-    lr_schedule: Literal["constant", "cosine"] = Field("cosine", description="learning rate over the run")
+    lr_scheduler: Literal["constant", "cosine"] = Field(
+        "cosine", description="learning rate over the run (train.lr_schedule, its old name, is still read)")
     r1_gamma: float = Field(10.0, ge=0, description="R1 penalty weight on real images (0 = off)")
     r1_interval: int = Field(1, ge=1, description="apply R1 every N steps, scaled by N (lazy regularisation)")
     style_mixing_prob: float = Field(0.9, ge=0, le=1, description="probability of mixing two w at a random layer")

@@ -360,7 +360,7 @@ def make_optimizer(params: list[torch.nn.Parameter], lr: float, train_cfg) -> to
 
 
 def lr_factor(train_cfg, cur_nimg: int, total_nimg: int) -> float:
-    if train_cfg.lr_schedule == "constant":
+    if train_cfg.lr_scheduler == "constant":
         return 1.0
     return 0.5 * (1 + math.cos(math.pi * min(cur_nimg / max(total_nimg, 1), 1.0)))
 

@@ -11,7 +11,7 @@ GenForce ``.pth``, a raw-label run from before it was recorded) is checked for f
 with 0 for labels not given and -2..+2 for a sweep.
 
 **Seeds.** Every image's z comes from its own seed, ``seed + i`` for image i (a sweep: for row i),
-so any image can be drawn again alone: ``--seed S+i -n 1`` with its labels.
+or the i-th of ``--seeds``, so any image can be drawn again alone: ``--seeds S`` with its labels.
 
 The generator runs in eval mode under ``no_grad`` and only detached CPU images leave ``render``.
 """
@@ -19,6 +19,7 @@ The generator runs in eval mode under ``no_grad`` and only detached CPU images l
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,8 @@ def parse_labels(text: str | None, G, *, option: str = "--labels") -> dict[str, 
             raise BadInputError(f"{option}: '{part.strip()}' is not NAME=VALUE",
                                 hint=f"Write {option} {names[0]}=1.5{',' + names[1] + '=-1' if len(names) > 1 else ''}.")
         if name not in names:
-            raise BadInputError(f"{option}: unknown label '{name}'", hint=f"This generator's labels: {', '.join(names)}.")
+            raise BadInputError(f"{option}: unknown label '{name}'{did_you_mean(name, names)}",
+                                hint=f"This generator's labels: {', '.join(names)}.")
         if name in values:
             raise BadInputError(f"{option}: label '{name}' is given twice")
         try:
@@ -84,6 +86,15 @@ def parse_labels(text: str | None, G, *, option: str = "--labels") -> dict[str, 
         check_value(G, name, value, option)
         values[name] = value
     return values
+
+
+def did_you_mean(name: str, names: list[str]) -> str:
+    """'; did you mean 'eyes_score'?' for the closest label name (case and a missing suffix
+    forgiven), or ''."""
+    lowered = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    close = close or [n for n in lowered if n.startswith(name.lower()) or name.lower().startswith(n)][:1]
+    return f"; did you mean '{lowered[close[0]]}'?" if close else ""
 
 
 def _needs_labels(G, option: str) -> None:
@@ -135,7 +146,8 @@ class Request:
 
 
 def plan(G, *, labels: dict[str, float], n: int | None, seed: int, sweep: str | None = None,
-         start: float | None = None, stop: float | None = None, steps: int = 7) -> Request:
+         start: float | None = None, stop: float | None = None, steps: int = 7,
+         seeds: list[int] | None = None) -> Request:
     """The request: ``n`` images (default 16) with ``labels`` (others at the data's mean), in a
     near-square grid; or with ``sweep``, ``n`` rows (default 4) of one z each, the label going from
     ``start`` to ``stop`` (default: -2 and +2 sd around its mean) over ``steps`` columns."""
@@ -144,14 +156,17 @@ def plan(G, *, labels: dict[str, float], n: int | None, seed: int, sweep: str | 
     base = torch.tensor(means, dtype=torch.float32)
     for name, value in labels.items():
         base[names.index(name)] = value
+    if seeds is not None:  # --seeds: one image (a sweep: one row) per seed, in their order
+        n = len(seeds)
     if sweep is None:
         count = n or 16
         cols = math.ceil(math.sqrt(count))
-        return Request(labels=base.repeat(count, 1), seeds=[seed + i for i in range(count)],
+        return Request(labels=base.repeat(count, 1), seeds=seeds or [seed + i for i in range(count)],
                        rows=math.ceil(count / cols), cols=cols, names=names)
     _needs_labels(G, "--sweep")
     if sweep not in names:
-        raise BadInputError(f"--sweep: unknown label '{sweep}'", hint=f"This generator's labels: {', '.join(names)}.")
+        raise BadInputError(f"--sweep: unknown label '{sweep}'{did_you_mean(sweep, names)}",
+                            hint=f"This generator's labels: {', '.join(names)}.")
     if sweep in labels:
         raise BadInputError(f"--sweep {sweep}: the swept label is also given in --labels",
                             hint="Leave it out of --labels; --from and --to set its range.")
@@ -165,7 +180,8 @@ def plan(G, *, labels: dict[str, float], n: int | None, seed: int, sweep: str | 
     grid = base.repeat(rows, steps, 1)
     grid[:, :, names.index(sweep)] = values
     row_captions, col_captions = sweep_captions([sweep], rows, values)
-    return Request(labels=grid.reshape(-1, G.label_dim), seeds=[seed + r for r in range(rows) for _ in range(steps)],
+    row_seeds = seeds or [seed + r for r in range(rows)]
+    return Request(labels=grid.reshape(-1, G.label_dim), seeds=[s for s in row_seeds for _ in range(steps)],
                    rows=rows, cols=steps, sweep=sweep, row_captions=row_captions, col_captions=col_captions,
                    names=names)
 
@@ -214,7 +230,8 @@ def write_grid(images: torch.Tensor, request: Request, path: str | Path) -> Path
 
 def write_folder(images: torch.Tensor, request: Request, folder: str | Path, *, G,
                  measured: torch.Tensor | None = None) -> Path:
-    """One PNG per image (``000000.png``, ...; the generator's resolution) and ``images.csv``: file,
+    """One PNG per image, named by its z seed as NVlabs' gen_images.py does (``seed0003.png``; in a
+    sweep ``seed0003-c02.png`` for column 2; the generator's resolution) and ``images.csv``: file,
     z seed, the requested labels (label units; and raw units when they were standardised) and,
     with a scorer, the measured ones (label units)."""
     from PIL import Image
@@ -228,7 +245,7 @@ def write_folder(images: torch.Tensor, request: Request, folder: str | Path, *, 
         header += [f"{name}_measured" for name in request.names]
     rows = []
     for i, (seed, labels) in enumerate(zip(request.seeds, request.labels.tolist(), strict=True)):
-        name = f"{i:06d}.png"
+        name = f"seed{seed:04d}.png" if request.sweep is None else f"seed{seed:04d}-c{i % request.cols:02d}.png"
         with atomic_path(folder / name) as tmp:
             Image.fromarray(pixels[i]).save(tmp, format="PNG")
         row = [name, seed, *(f"{v:.6g}" for v in labels)]

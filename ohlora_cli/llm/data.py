@@ -1,7 +1,7 @@
 """Dialogue data: read CSV / JSONL rows, check them, split train / valid, build prompt / completion pairs.
 
-Rows are numbered from 1 (the first data row; a CSV's header is line 1, so row N is on line N + 1).
-Every bad row is reported in one DataError, by number. Nothing here imports torch.
+Rows are numbered from 1 (the first data row) and know the line of the file they end on. Every bad
+row is reported in one DataError, as ``file:line`` (the GAN's style). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class Row:
     input: str
     output: str
     split: str | None = None  # 'train' / 'valid' from the split column, else None
+    line: int = 0  # the file's line the row ends on (1-based; a CSV's header is line 1)
 
 
 def resolve_path(path: str) -> Path:
@@ -63,8 +64,8 @@ def _pairs(pairs: list[tuple]) -> dict:
     return record
 
 
-def _read_records(path: Path) -> tuple[list[str], list[dict]]:
-    """(column names, records) from a CSV or JSONL file."""
+def _read_records(path: Path) -> tuple[list[str], list[dict], list[int]]:
+    """(column names, records, the line each record ends on) from a CSV or JSONL file."""
     if not path.is_file():
         raise DataError(f"data.path: {path}: no such file", hint="Set data.path to your CSV or JSONL file.")
     try:
@@ -75,39 +76,44 @@ def _read_records(path: Path) -> tuple[list[str], list[dict]]:
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        records, columns, problems = [], {}, []
+        records, columns, problems, lines = [], {}, [], []
         for line_no, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line, object_pairs_hook=_pairs)
             except json.JSONDecodeError as exc:
-                problems.append(f"line {line_no}: not valid JSON ({exc.msg})")
+                problems.append(f"{path}:{line_no}: not valid JSON ({exc.msg})")
                 continue
             except _DuplicateKey as exc:
-                problems.append(f"line {line_no}: key '{exc.args[0]}' appears twice (which one to read is undefined)")
+                problems.append(f"{path}:{line_no}: key '{exc.args[0]}' appears twice (which one to read is undefined)")
                 continue
             if not isinstance(record, dict):
-                problems.append(f"line {line_no}: expected a JSON object, got {type(record).__name__}")
+                problems.append(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
                 continue
             records.append(record)
+            lines.append(line_no)
             columns.update(dict.fromkeys(record))
         if problems:
             raise _bad(path, problems, "Each line of a JSONL file must be one JSON object.")
-        return list(columns), records
+        return list(columns), records, lines
     reader = csv.DictReader(text.splitlines())
+    records, lines = [], []
     try:
-        records = [dict(record) for record in reader]
+        for record in reader:
+            records.append(dict(record))
+            lines.append(reader.line_num)
     except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV ({exc})", hint="Check quoting around that line.") from None
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})",
+                        hint="Check quoting around that line.") from None
     header = list(reader.fieldnames or [])
-    return header, records
+    return header, records, lines
 
 
 def read_rows(cfg: LlmData) -> list[Row]:
     """Read and check every row. Raises one DataError naming every bad row."""
     path = resolve_path(cfg.path)
-    columns, records = _read_records(path)
+    columns, records, lines = _read_records(path)
     check_columns_once(path, columns, [cfg.input_column, cfg.output_column, cfg.split_column])
     if not records:
         raise DataError(f"{path}: no data rows", hint="Add rows with an input and an output column.")
@@ -121,25 +127,27 @@ def read_rows(cfg: LlmData) -> list[Row]:
         )
     use_split = cfg.split_column is not None and cfg.split_column in columns
     rows, problems = [], []
-    for number, record in enumerate(records, start=1):
+    for number, (record, line) in enumerate(zip(records, lines, strict=True), start=1):
+        at = f"{path}:{line}"
         found = []
         for column in (cfg.input_column, cfg.output_column):
             value = record.get(column)
             if value is None or (isinstance(value, str) and not value.strip()):
-                found.append(f"row {number}: {column} is empty")
+                found.append(f"{at}: {column} is empty")
             elif not isinstance(value, str):
-                found.append(f"row {number}: {column} is {type(value).__name__} {value!r}, not text")
+                found.append(f"{at}: {column} is {type(value).__name__} {value!r}, not text")
         split = None
         if use_split:
             raw = record.get(cfg.split_column)
             split = raw.strip().lower() if isinstance(raw, str) else raw
             if split not in ("train", "valid"):
-                found.append(f"row {number}: {cfg.split_column} is {raw!r}; expected 'train' or 'valid'")
+                found.append(f"{at}: {cfg.split_column} is {raw!r}; expected 'train' or 'valid'")
         problems += found
         if not found:
-            rows.append(Row(number, record[cfg.input_column].strip(), record[cfg.output_column].strip(), split))
+            rows.append(Row(number, record[cfg.input_column].strip(), record[cfg.output_column].strip(), split,
+                            line=line))
     if problems:
-        raise _bad(path, problems, "Fix or remove these rows (row N is line N + 1 of a CSV).")
+        raise _bad(path, problems, "Fix or remove these rows.")
     return rows
 
 
@@ -202,7 +210,8 @@ def check_tokens(rows: list[Row], cfg: LlmData, tokenizer, source: str) -> None:
         else:
             length = len(tokenizer(item["prompt"] + item["completion"])["input_ids"]) + 1  # + EOS
         if length > cfg.max_length:
-            problems.append(f"row {row.number}: {length} tokens, over data.max_length {cfg.max_length}")
+            problems.append(f"{source}:{row.line}: {length} tokens, over data.max_length {cfg.max_length}"
+                            if row.line else f"row {row.number}: {length} tokens, over data.max_length {cfg.max_length}")
     if problems:
         raise _bad(Path(source), problems,
                    "Shorten these rows, or raise data.max_length (memory grows with it).")

@@ -7,7 +7,8 @@ Two kinds of folder carry a marker file, ``.ohlora.json``, written when ohlora c
   earlier build and nothing but the files that build wrote (the marker lists them). It builds in
   a fresh temporary folder beside the target and renames it into place in one step: a crash
   leaves no half-built folder, and nothing that was there before is overwritten.
-- **run folders** (``output_dir``): a run writes into one that does not exist yet, is empty, or
+- **run folders** (``output_dir``): a run writes into one that does not exist yet, is empty (or
+  holds only builder folders: a demo builds its data or tiny model inside its output_dir), or
   holds the run marker of an earlier ohlora run. A folder with other things in it is refused.
 
 Anything else is refused with a RecipeError (exit 2) that names the recipe key, the folder and
@@ -157,10 +158,12 @@ def check_output_dir(output_dir: str | os.PathLike, *, key: str = "output_dir") 
     if marker is not None and marker.get("made_by") == RUN:
         return
     try:
-        empty = not any(folder.iterdir())
+        entries = list(folder.iterdir())
     except OSError as exc:
         raise RecipeError(f"{key}: {folder}: cannot read the folder ({exc.strerror})") from None
-    if empty:
+    # Empty, or holding only what a demo builder built there (a demo keeps its data and tiny model
+    # under its output_dir, and builds them before the run claims the folder).
+    if all(entry.is_dir() and (read_marker(entry) or {}).get("made_by") not in (None, RUN) for entry in entries):
         return
     made = f" (it was made by ohlora's {marker['made_by']})" if marker else ""
     raise RecipeError(

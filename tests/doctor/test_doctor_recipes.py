@@ -187,7 +187,8 @@ def test_gan_probe_warns_of_raw_labels_far_from_z_scores(tmp_path, scale, standa
     result = doctor_gan_data(tmp_path, lambda n: (scale * n / 3, -scale * n / 2.5),
                              "--set", f"data.standardize_labels={str(standardize).lower()}")
     assert result.exit_code == 0, result.output
-    warns = [r for r in findings_of(result, "recipe-data") if r["status"] == "warn"]
+    warns = [r for r in findings_of(result, "recipe-data") if r["status"] == "warn"
+             and r["where"] != "train.batch_size"]  # 4 rows, batch 16: that WARN is another test's
     assert bool(warns) == warned, warns
     if warned:
         [row] = warns

@@ -47,6 +47,7 @@ def tiny_recipe(folder: Path, *, csv_path: Path | None = None, extra: str = "", 
              "g_trainable": ["*"], "d_trainable": ["*"], "log_kimg": 0.016, "snapshot_kimg": 0.032,
              "checkpoint_kimg": 0.032, "keep_checkpoints": 0, **(yaml.safe_load(extra) or {})}
     return write_gan_recipe(folder / "recipe.yaml", output_dir=folder / "run", csv_path=csv_path,
-                            label_columns=["a", "b"], model=model, train=train, seed=3)
+                            label_columns=["a", "b"], model=model, train=train, seed=3,
+                            data={"standardize_labels": False})  # raw labels: what these tests exercise
 
 

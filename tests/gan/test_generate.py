@@ -94,19 +94,19 @@ def test_out_dir_writes_each_image_with_its_seed_and_labels(run_dir, tmp_path):
     with open(tmp_path / "d" / "images.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     G = load_generator(run_dir)
-    assert [r["file"] for r in rows] == ["000000.png", "000001.png", "000002.png"]
+    assert [r["file"] for r in rows] == ["seed0007.png", "seed0008.png", "seed0009.png"]  # named by seed
     assert [int(r["seed"]) for r in rows] == [7, 8, 9]
     assert all(float(r["a"]) == -1 and float(r["b"]) == 0 for r in rows)
     assert math.isclose(float(rows[0]["a_raw"]), G.label_mean[0] - G.label_std[0], rel_tol=1e-5)
     assert math.isclose(float(rows[0]["b_raw"]), G.label_mean[1], rel_tol=1e-5)
-    first = pixels(tmp_path / "d" / "000001.png")
+    first = pixels(tmp_path / "d" / "seed0008.png")
     assert first.shape == (8, 8, 3)  # the generator's resolution, not upscaled
     # one image drawn again alone from its seed is the same image: the same seed and labels; its pixels
     # may differ by one level, since a batch of 1 and a batch of 3 take other float32 kernels (up to
     # 1e-5 apart) and a value on a rounding edge can fall either way
     again = generate(run_dir, "-n", 1, "--seed", 8, "--labels", "a=-1", "--out-dir", tmp_path / "again")
     assert again.exit_code == 0, again.output
-    assert np.abs(pixels(tmp_path / "again" / "000000.png").astype(int) - first).max() <= 1
+    assert np.abs(pixels(tmp_path / "again" / "seed0008.png").astype(int) - first).max() <= 1
 
 
 def test_raw_labels_centre_on_the_data(tmp_path):
@@ -144,6 +144,8 @@ def test_raw_labels_centre_on_the_data(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--labels", "eyes=1"], "--labels: unknown label 'eyes'"),
+    (["--labels", "A=1"], "--labels: unknown label 'A'; did you mean 'a'?"),
+    (["--sweep", "B"], "--sweep: unknown label 'B'; did you mean 'b'?"),
     (["--labels", "a=4.5"], "--labels: a=4.5 is out of range"),
     (["--labels", "a=nan"], "--labels: a=nan is not a finite number"),
     (["--labels", "a=high"], "--labels: a='high' is not a number"),
@@ -184,6 +186,49 @@ def test_where_the_images_go_is_checked_first(run_dir, tmp_path):
         assert message in result.output, (args, result.output)
     assert taken.read_bytes() == b"mine" and (tmp_path / "full" / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "a.png").exists() and not (tmp_path / "d").exists()
+
+
+def test_seeds_take_ranges_and_name_the_files(run_dir, tmp_path):
+    result = generate(run_dir, "--seeds", "2-4,9", "--labels", "a=1", "--out-dir", tmp_path / "d")
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "d" / "images.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["file"], int(r["seed"])) for r in rows] == [
+        ("seed0002.png", 2), ("seed0003.png", 3), ("seed0004.png", 4), ("seed0009.png", 9)]
+    alone = generate(run_dir, "--seed", 9, "-n", 1, "--labels", "a=1", "--out-dir", tmp_path / "alone")
+    assert alone.exit_code == 0, alone.output
+    assert np.array_equal(pixels(tmp_path / "alone" / "seed0009.png"), pixels(tmp_path / "d" / "seed0009.png"))
+    sweep = generate(run_dir, "--seeds", "5,1", "--sweep", "a", "--steps", 3, "--out-dir", tmp_path / "s")
+    assert sweep.exit_code == 0, sweep.output
+    names = sorted(p.name for p in (tmp_path / "s").glob("*.png"))
+    assert names == [f"seed{s:04d}-c{c:02d}.png" for s in (1, 5) for c in range(3)]
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ("3-1", "--seeds: '3-1' is not a range of non-negative seeds, low to high"),
+    ("1,x", "--seeds: 'x' is not a seed or a range"),
+    ("1-3,2", "--seeds: seed 2 is given twice"),
+])
+def test_bad_seeds_exit_2(run_dir, tmp_path, seeds, message):
+    result = generate(run_dir, "--seeds", seeds, "-o", tmp_path / "x.png")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_force_replaces_the_named_grid_and_nothing_else(run_dir, tmp_path):
+    grid = tmp_path / "samples.png"
+    assert generate(run_dir, "-n", 2, "-o", grid).exit_code == 0
+    first = grid.read_bytes()
+    again = generate(run_dir, "-n", 2, "--seed", 5, "-o", grid)
+    assert again.exit_code == 2 and "--force" in again.output and grid.read_bytes() == first
+    forced = generate(run_dir, "-n", 2, "--seed", 5, "-o", grid, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert grid.read_bytes() != first
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    refused = generate(run_dir, "--out-dir", tmp_path / "full", "--force")
+    assert refused.exit_code == 2 and "--out-dir takes a new or empty folder" in refused.output
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["notes.txt"]
 
 
 def genforce_file(path, *, label_size: int, layout: str):

@@ -64,10 +64,10 @@ def runs(tmp_path_factory):
 
 def test_demo_learns_label_control(runs):
     cwd, out = runs["demo"]
-    assert (cwd / "runs" / "gan-demo-data" / "labels.csv").is_file()  # built on first use
+    assert (cwd / "runs" / "gan-demo" / "data" / "labels.csv").is_file()  # built on first use
     assert (cwd / "runs" / "gan-demo" / "grid-latest.png").is_file() and (cwd / "runs" / "gan-demo" / "doctor.json").is_file()
     assert "brightness" in out and "position" in out  # the run's own label probe summary
-    r = _probe(cwd, cwd / "runs" / "gan-demo-data" / "labels.csv")
+    r = _probe(cwd, cwd / "runs" / "gan-demo" / "data" / "labels.csv")
     assert min(r) >= 0.8, r
 
 
@@ -81,7 +81,7 @@ def test_generate_sweeps_read_back_in_order(runs, tmp_path):
     """``ohlora generate --sweep`` on the demo's run folder: the pixel probe (a ridge regressor fitted on
     the real images) reads each swept label back rising from column to column."""
     cwd, _ = runs["demo"]
-    data = cwd / "runs" / "gan-demo-data" / "labels.csv"
+    data = cwd / "runs" / "gan-demo" / "data" / "labels.csv"
     recipe = recipes.load("gan-demo", [f"data.csv={data}"])
     assert recipe.data.standardize_labels  # so --from / --to are z-scores
     dataset = GanDataset(read_table(recipe.data), recipe.model.resolution)

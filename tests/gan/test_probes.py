@@ -52,7 +52,7 @@ def test_data_probe_names_the_bad_row(tmp_path):
 def test_data_probe_warns_about_resizing_and_raw_label_scales(tmp_path):
     from PIL import Image
 
-    recipe = load(tmp_path)
+    recipe = recipes.load(str(tiny_recipe(tmp_path)), ["data.standardize_labels=false"])
     Image.new("RGB", (30, 30)).save(tmp_path / "data" / "img" / "0.png")
     csv_path = tmp_path / "data" / "labels.csv"
     lines = csv_path.read_text().splitlines()
@@ -160,3 +160,31 @@ def test_grad_inference_probe_catches_label_control_with_autograd(tmp_path, monk
     monkeypatch.setattr(label_control, "evaluate", leaky_evaluate)
     failed = [f for f in probes.grad_inference(measured, ctx(measured)) if f.status == Status.FAIL]
     assert len(failed) == 1 and "label control saved" in failed[0].message and "no_grad" in failed[0].hint
+
+
+def test_own_data_labels_are_standardised_unless_the_recipe_says_so(tmp_path):
+    """The default agrees with the doctor: a recipe for one's own data that says nothing about
+    standardize_labels trains on z-scores, so the doctor has no raw-label scale to warn about."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from ohlora_cli.cli import app
+
+    path = tiny_recipe(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    del data["data"]["standardize_labels"]
+    csv_path = tmp_path / "data" / "labels.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([lines[0]] + [line.rsplit(",", 1)[0] + f",{250 + i}" for i, line in
+                                                enumerate(lines[1:])]) + "\n")  # label b: mean ~260, sd ~7
+    path.write_text(yaml.safe_dump(data))
+    assert recipes.load(str(path)).data.standardize_labels is True
+    result = CliRunner().invoke(app, ["doctor", str(path), "--json", "--select", "recipe-data"])
+    assert result.exit_code == 0, result.output
+    assert not [f for f in json.loads(result.stdout)["findings"] if f["where"] == "data.standardize_labels"]
+    raw = CliRunner().invoke(app, ["doctor", str(path), "data.standardize_labels=false", "--json",
+                                   "--select", "recipe-data"])
+    assert [f["status"] for f in json.loads(raw.stdout)["findings"] if f["where"] == "data.standardize_labels"] == [
+        "warn"]

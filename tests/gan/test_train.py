@@ -144,8 +144,9 @@ def test_corrupt_checkpoint_on_resume(tmp_path):
 def test_dry_run_checks_data_and_writes_nothing(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path)
     run(recipe, dry_run=True)
-    shown = capsys.readouterr().out
-    assert "8 per device x 1 processes x 1 accumulation = 8" in shown and "output_dir:" in shown
+    shown = capsys.readouterr()
+    assert "8 per device x 1 processes x 1 accumulation = 8" in shown.err  # the plan on stderr
+    assert "output_dir:" in shown.out  # the resolved recipe alone on stdout
     assert not (tmp_path / "run").exists()
     (tmp_path / "data" / "img" / "5.png").unlink()
     with pytest.raises(DataError, match="1 of 24 image files are missing"):
@@ -196,9 +197,9 @@ def _compare_accumulated_gradients(G, D, real, c, z):
 def test_training_with_accumulation(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path, kimg=0.032)
     run(recipe, "train.max_device_batch=3", dry_run=True)
-    assert "2 per device x 1 processes x 4 accumulation = 8" in capsys.readouterr().out  # 8 = 4 passes of 2
+    assert "2 per device x 1 processes x 4 accumulation = 8" in capsys.readouterr().err  # 8 = 4 passes of 2
     run(recipe, "train.max_device_batch=4", dry_run=True)
-    assert "4 per device x 1 processes x 2 accumulation = 8" in capsys.readouterr().out
+    assert "4 per device x 1 processes x 2 accumulation = 8" in capsys.readouterr().err
     run(recipe, "train.max_device_batch=4")
     ticks = [r for r in stats(tmp_path) if "d_loss" in r]
     assert ticks and ticks[-1]["kimg"] == pytest.approx(0.032)
@@ -323,7 +324,7 @@ def test_ohlora_v1_recipe_selects_oh_lora_layers(tmp_path, capsys):
     csv_path = write_dataset(tmp_path, n=4, resolution=32, labels=recipe.data.label_columns)
     run("gan-ohlora-v1", f"data.csv={csv_path}", "model.checkpoint=null", f"output_dir={tmp_path / 'run'}", dry_run=True)
     shown = capsys.readouterr()
-    assert "16 per device x 1 processes x 1 accumulation = 16" in shown.out and "183 kimg" in shown.out
+    assert "16 per device x 1 processes x 1 accumulation = 16" in shown.err and "183 kimg" in shown.err  # the plan
     assert "4 of 4 images" in shown.err  # 32 px images will be resized to 256
 
 

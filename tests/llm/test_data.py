@@ -15,7 +15,7 @@ def cfg(path, **kw):
     return LlmData(path=str(path), template=TEMPLATE, **kw)
 
 
-def test_bad_csv_rows_are_reported_together_by_row_number(tmp_path):
+def test_bad_csv_rows_are_reported_together_as_file_line(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("data_type,input_data,output_data\n"
                     "train,hi,hello\n"
@@ -26,10 +26,9 @@ def test_bad_csv_rows_are_reported_together_by_row_number(tmp_path):
         data.read_rows(cfg(path))
     message = str(info.value)
     assert "3 bad rows" in message
-    assert "row 2: input_data is empty" in message
-    assert "row 3: data_type is 'test'; expected 'train' or 'valid'" in message
-    assert "row 4: output_data is empty" in message
-    assert str(path) in message
+    assert f"{path}:3: input_data is empty" in message  # file:line, as the GAN's CSV errors
+    assert f"{path}:4: data_type is 'test'; expected 'train' or 'valid'" in message
+    assert f"{path}:5: output_data is empty" in message
 
 
 def test_missing_column_names_recipe_key_and_file_columns(tmp_path):
@@ -46,11 +45,11 @@ def test_jsonl_non_text_and_bad_json(tmp_path):
     path.write_text(json.dumps({"input_data": "hi", "output_data": 3}) + "\n{oops\n", encoding="utf-8")
     with pytest.raises(DataError) as info:
         data.read_rows(cfg(path))
-    assert "line 2: not valid JSON" in str(info.value)
+    assert f"{path}:2: not valid JSON" in str(info.value)
     path.write_text(json.dumps({"input_data": "hi", "output_data": 3}) + "\n", encoding="utf-8")
     with pytest.raises(DataError) as info:
         data.read_rows(cfg(path))
-    assert "row 1: output_data is int 3, not text" in str(info.value)
+    assert f"{path}:1: output_data is int 3, not text" in str(info.value)
 
 
 def test_valid_fraction_when_there_is_no_split_column(tmp_path):
@@ -89,8 +88,8 @@ def test_over_long_rows_are_reported(tmp_path):
     tokenizer = build_tokenizer(rows, c)
     with pytest.raises(DataError) as info:
         data.check_tokens(rows, c, tokenizer, str(path))
-    assert "row 2:" in str(info.value) and "over data.max_length 32" in str(info.value)
-    assert "row 1:" not in str(info.value)
+    assert f"{path}:3:" in str(info.value) and "over data.max_length 32" in str(info.value)
+    assert f"{path}:2:" not in str(info.value)
 
 
 def test_shipped_demo_data_reads():

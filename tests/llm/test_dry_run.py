@@ -36,7 +36,7 @@ def test_bad_row_exits_2_naming_the_row(tmp_path):
     recipe = write_recipe(tmp_path, csv=csv)
     result = runner.invoke(app, ["train-llm", str(recipe), "--skip-doctor"])
     assert result.exit_code == 2
-    assert "row 11: input_data is empty" in result.output and "Traceback" not in result.output
+    assert f"{csv}:12: input_data is empty" in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("path, expected", [

@@ -75,10 +75,15 @@ class KindProbe(Check):
             return [self.finding(Status.SKIP, f"no {self.function} probe for kind '{kind}' in this build ({exc})")]
         try:
             findings = list(probe(ctx.recipe, ctx))
-        except BadInputError as exc:
-            return [self.finding(Status.FAIL, str(exc), hint=exc.hint, bad_input=True)]
         except OhloraError as exc:
-            return [self.finding(Status.FAIL, str(exc), hint=exc.hint)]
+            # One problem, one finding: a later probe that stops on the error an earlier one
+            # reported (a bad CSV row stops recipe-data and dtype-mismatch alike) is a SKIP.
+            reported = ctx.cache.setdefault("probes:reported", {})
+            earlier = reported.get(str(exc))
+            if earlier is not None:
+                return [self.finding(Status.SKIP, f"not run: stopped by the problem {earlier} reports above")]
+            reported[str(exc)] = self.id
+            return [self.finding(Status.FAIL, str(exc), hint=exc.hint, bad_input=isinstance(exc, BadInputError))]
         except Exception as exc:  # a crash in the probe is a row, never an abort
             if os.environ.get("OHLORA_DEBUG") == "1":
                 traceback.print_exc()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 
+from ...errors import DataError
 from ..registry import Finding, Status
 
 TABLE = "gan:table"
@@ -29,8 +30,27 @@ def _table(recipe, ctx):
     if TABLE not in ctx.cache:
         from ...gan.data import read_table
 
-        ctx.cache[TABLE] = read_table(recipe.data)
+        try:
+            ctx.cache[TABLE] = read_table(recipe.data)
+        except DataError:
+            rows = _data_rows(recipe.data.csv)
+            if rows == 1 and recipe.train.batch_size > 1:  # say the first thing to fix: one row is no dataset
+                raise DataError(f"{recipe.data.csv}: 1 data row, and train.batch_size is {recipe.train.batch_size}: "
+                                "one example cannot fill a batch (nor can its labels be standardised)",
+                                hint="Add rows (one per image), or lower train.batch_size.") from None
+            raise
     return ctx.cache[TABLE]
+
+
+def _data_rows(csv_path) -> int | None:
+    """Data rows under the CSV's header (None when it cannot be read)."""
+    import csv
+
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            return max(sum(1 for row in csv.reader(fh) if any(cell.strip() for cell in row)) - 1, 0)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
 
 
 def _synthetic_pending(recipe) -> bool:
@@ -61,6 +81,11 @@ def data(recipe, ctx) -> list[Finding]:
         findings.append(Finding(check, Status.WARN, f"{scan['resized']} of {len(table)} images are not {res}x{res} "
                                 f"({sizes}); they will be converted to RGB and resized on load", where="model.resolution",
                                 hint="Resize the images beforehand to save the work every run, or set model.resolution."))
+    if len(table) < recipe.train.batch_size:
+        findings.append(Finding(
+            check, Status.WARN, f"{len(table)} data rows, fewer than train.batch_size {recipe.train.batch_size}: "
+            "every batch repeats images", where="train.batch_size",
+            hint=f"Lower train.batch_size to at most {len(table)}, or add rows."))
     spread = table.raw_spread()  # None when the labels are standardised
     if spread is not None:
         far = [f"{n} mean {m:.3g}, sd {sd:.3g}" for n, m, sd in zip(table.label_names, *spread, strict=True)

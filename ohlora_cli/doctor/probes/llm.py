@@ -73,6 +73,12 @@ def data(recipe, ctx) -> list[Finding]:
                         f"{len(train_rows)} train / {len(valid_rows)} valid rows, every row within "
                         f"data.max_length {recipe.data.max_length} tokens; model: {model}",
                         where="data.path")]
+    if len(train_rows) < recipe.train.batch_size:
+        findings.append(Finding(
+            "recipe-data", Status.FAIL, f"{len(train_rows)} training row{'s' if len(train_rows) != 1 else ''}, "
+            f"fewer than train.batch_size {recipe.train.batch_size}: not one batch can be filled, so no step "
+            f"would see {recipe.train.batch_size} examples", where="train.batch_size", bad_input=True,
+            hint=f"Lower train.batch_size to at most {len(train_rows)}, or add rows."))
     if not valid_rows:
         findings.append(Finding("recipe-data", Status.WARN, "no validation rows: no evaluation and no sample "
                                 "answers during training", where="data.split_column",
