@@ -699,6 +699,8 @@ class _Loop:
                 if self.progress is not None:
                     self.progress.control = label_control.summary(result)
             ctx.log(record)
+            if self.progress is not None:
+                self.progress.log_line(record, self.hooks.figures, ctx.total_nimg)
             ctx.track_image("label_control", control, c["step"])
         if ctx.is_main and (self.grid_at.due(c["cur_nimg"]) or last):
             ctx.track_image("grid", write_grid(ctx, nets.G_ema, self.grid_z, c["cur_nimg"]), c["step"])
@@ -811,11 +813,20 @@ class Tick:
 
 
 class TrainProgress:
-    """Rich progress bar on stderr: kimg done / total, img/s, the method's losses, and the last
-    label-control figure (``control``, set when the run measures it). Redrawn from the training
-    loop at most twice a second, with no refresh thread of its own (as train-llm's)."""
+    """Progress on stderr. On a terminal, a rich bar: kimg done / total, img/s, the method's losses,
+    and the last label-control figure (``control``, set when the run measures it), redrawn from the
+    training loop at most twice a second, with no refresh thread of its own (as train-llm's).
+    Elsewhere (a log file, a pipe), one plain line per logging interval (``log_line``) with the
+    same figures and no control characters."""
 
     def __init__(self, ctx: RunContext, cur_nimg: int, title: str):
+        self.title, self.control = title, ""
+        self.start_time, self.start_nimg = time.time(), cur_nimg
+        self.last_time, self.last_nimg = self.start_time, cur_nimg
+        self.plain = not err.is_terminal
+        self.progress = None
+        if self.plain:
+            return
         from rich.progress import (
             BarColumn,
             Progress,
@@ -832,12 +843,12 @@ class TrainProgress:
         )
         self.task = self.progress.add_task("train", total=ctx.total_nimg / 1000, completed=cur_nimg / 1000,
                                            speed="", losses="", control="")
-        self.control = ""
-        self.last_time, self.last_nimg = time.time(), cur_nimg
         self.progress.start()
 
     def advance(self, cur_nimg: int, losses: Callable[[], str], *, force: bool = False) -> None:
         """``losses`` is called only when the bar redraws (at most twice a second)."""
+        if self.progress is None:
+            return
         now = time.time()
         if now - self.last_time < 0.5 and not force:
             return
@@ -846,5 +857,27 @@ class TrainProgress:
                              control=self.control, refresh=True)
         self.last_time, self.last_nimg = now, cur_nimg
 
+    def log_line(self, record: dict, keys: tuple, total_nimg: int) -> None:
+        """Off a terminal: the stats line's figures as one plain line (on a terminal the bar shows them)."""
+        if not self.plain:
+            return
+        cur_nimg = int(round(record["kimg"] * 1000))
+        done, elapsed = cur_nimg - self.start_nimg, time.time() - self.start_time
+        eta = elapsed / done * (total_nimg - cur_nimg) if done > 0 else float("nan")
+        shown = [k for k in record if k in keys or k.endswith("_loss")]
+        figures = "  ".join(f"{k} {record[k]:.4f}" for k in shown if isinstance(record[k], (int, float)))
+        parts = [self.title, f"{record['kimg']:.3f}/{total_nimg / 1000:.3f} kimg", f"step {record['step']}",
+                 f"{record.get('img_per_s', 0):.0f} img/s", figures, self.control, f"ETA {format_seconds(eta)}"]
+        print("  ".join(p for p in parts if p), file=err.file, flush=True)
+
     def stop(self) -> None:
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def format_seconds(seconds: float) -> str:
+    """h:mm:ss, or '-' when unknown."""
+    if not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(max(seconds, 0)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

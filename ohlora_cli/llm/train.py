@@ -316,6 +316,7 @@ def _sft_config(cfg: LlmRecipe, plan: Plan, ckpt_dir: Path, *, evaluate: bool):
         save_strategy="epoch", save_total_limit=cfg.train.save_total_limit,
         max_length=cfg.data.max_length, completion_only_loss=True, packing=False,
         ddp_find_unused_parameters=False,
+        include_num_input_tokens_seen="non_padding",  # tokens/s in the progress lines and stats.jsonl
     )
     if args.n_gpu > 1:  # CUDA was initialised before one_gpu_unless_ddp could narrow it: stay on one GPU
         warn(f"{args.n_gpu} GPUs visible to one process: training on {args.device} only (never DataParallel)")
