@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from ..console import out
+from ..console import out, say
 from ..runtime import dist
 from .launch import flags, relaunch
 from .preflight import run_preflight
@@ -31,6 +31,11 @@ def run(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: bool, s
 
     relaunching = dist.wants_relaunch(nproc)
     ctx = engine.plan_run(recipe, resume=resume, planned_world=nproc if relaunching else None)
+    done = engine.finished_already(ctx)
+    if done and not dry_run:
+        if ctx.is_main:
+            say(done)
+        return
     if not relaunching:
         engine.start_processes(ctx)
     finished = False

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from .. import recipes
 from ..console import info, out, warn
-from ..errors import CheckpointError, Interrupted, RecipeError, RunFailed
-from ..runtime import builds, dist, quiet
-from ..runtime.files import write_json, write_text
+from ..errors import Interrupted, RecipeError, RunFailed
+from ..runtime import dist
+from ..runtime.run import RunFolder, resuming
 from ..runtime.signals import StopRequest
 from ..runtime.trackers import TB_DIR, check_report_to
 from . import data as llm_data
@@ -144,6 +144,16 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """The optimizer step a Trainer checkpoint was saved at (its trainer_state.json), or None."""
+    import json
+
+    try:
+        return int(json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, merge: bool) -> None:
     """The training recipe, read top to bottom: setup / train / save / cleanup."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -154,9 +164,10 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
 
     # --- setup -------------------------------------------------------------------------------
     env = dist.dist_env()
-    out_dir = Path(cfg.output_dir)
-    ckpt_dir, samples_dir, stats_path = out_dir / "checkpoints", out_dir / "samples", out_dir / "stats.jsonl"
-    last = _open_run(cfg, out_dir, resume, env.is_main)
+    folder = RunFolder(cfg.output_dir)
+    out_dir = folder.path
+    ckpt_dir, samples_dir, stats_path = folder.checkpoints, out_dir / "samples", folder.stats
+    last = _open_run(cfg, folder, resume, env.is_main)
     model, tokenizer, source = _load_model(cfg, plan, train_rows + valid_rows)
     train_ds, valid_ds = _datasets(cfg, train_rows, valid_rows)
     args = _sft_config(cfg, plan, ckpt_dir, evaluate=valid_ds is not None)
@@ -191,7 +202,9 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
 
     before = {}
     if env.is_main:
-        write_json(out_dir / "run.json", {**asdict(plan), **batch, "resumed_from": str(last) if last else None})
+        recipe_file = folder.latest_recipe() if resume else out_dir / "recipe.yaml"
+        folder.write_run_info({"kind": "llm", **asdict(plan), **batch, "recipe": recipe_file.name,
+                               "resumed_from": str(last) if last else None})
         if shown and not resume:
             before = answer_all()
 
@@ -225,22 +238,21 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
     dist.destroy_process_group()
 
 
-def _open_run(cfg: LlmRecipe, out_dir: Path, resume: bool, is_main: bool) -> Path | None:
-    """The checkpoint to resume from (checked), output_dir claimed, the resolved recipe written, and
-    a fresh start cleared of an earlier incomplete run's files; library output to train.log."""
+def _open_run(cfg: LlmRecipe, folder: RunFolder, resume: bool, is_main: bool) -> Path | None:
+    """The checkpoint to resume from (checked), and a fresh start cleared of an earlier incomplete
+    run's files; library output to train.log. (The command claimed the folder and wrote the recipe:
+    ``runtime.run``.)"""
     from ..runtime.seeding import seed_everything
 
-    ckpt_dir = out_dir / "checkpoints"
-    last = latest_checkpoint(ckpt_dir) if resume else None
-    if resume and last is None:
-        raise CheckpointError(f"--resume: no complete checkpoint in {ckpt_dir}",
-                              hint="Run without --resume to start fresh.")
+    last = folder.resume_point(latest_checkpoint(folder.checkpoints), resume=resume) if resume else None
+    if is_main and not folder.recipe_path.is_file():  # train() called from Python, not by the command
+        folder.open(recipes.dump(cfg), resume=resume, log=False)
     if is_main:
-        builds.claim_output_dir(out_dir)
-        write_text(out_dir / "recipe.yaml", recipes.dump(cfg))
-        if not resume:
-            remove_stale(out_dir)
-    quiet.log_to(out_dir / "train.log")
+        if last is not None:
+            resuming(last, checkpoint_step(last) or 0)
+        elif not resume:
+            remove_stale(folder.path)
+    folder.open_log()
     seed_everything(cfg.seed)
     return last
 
