@@ -19,7 +19,7 @@ import math
 
 from ..console import out, say
 from ..runtime import dist
-from .launch import flags, relaunch
+from .launch import command_line, flags, relaunch, with_resume_point
 from .preflight import run_preflight
 from .recipe import load_checked
 
@@ -43,6 +43,12 @@ def run(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: bool, s
         _run(ctx, recipe_arg, overrides, dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
              nproc=nproc, relaunching=relaunching)
         finished = True
+    except Exception as exc:  # a full disk, denied write, out of memory, a killed rank: named, with the resume point
+        named = with_resume_point(exc, command_line("train-gan", recipe_arg, overrides, nproc=nproc),
+                                  *engine.last_complete(ctx), where=ctx.out)
+        if named is exc:
+            raise
+        raise named from exc
     finally:
         ctx.close_trackers()  # whichever method ran, and however it ended
         dist.destroy_process_group(together=finished)  # a failed rank: the others may never reach a barrier

@@ -23,7 +23,7 @@ from ..errors import Interrupted, RecipeError, RunFailed
 from ..runtime import dist, quiet
 from ..runtime.run import RunFolder
 from ..runtime.signals import StopRequest
-from .launch import flags, relaunch
+from .launch import command_line, flags, relaunch, with_resume_point
 from .preflight import run_preflight
 from .recipe import load_checked
 
@@ -31,7 +31,7 @@ from .recipe import load_checked
 def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_doctor: bool,
         nproc: int | None, merge: bool) -> None:
     cfg = load_checked(recipe, overrides, "llm")  # a bad recipe fails before the engine loads
-    from ..llm.train import check_data, latest_checkpoint, make_plan, train
+    from ..llm.train import check_data, latest_checkpoint, make_plan
 
     env = dist.dist_env()
     relaunching = dist.wants_relaunch(nproc)
@@ -58,6 +58,25 @@ def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_
     report = run_preflight(cfg, gpus=nproc if relaunching else None, skip=skip_doctor, is_main=env.is_main)
     if dry_run:
         return
+    try:
+        _train(cfg, folder, plan, overrides, report, train_rows, valid_rows, env=env,
+               relaunching=relaunching, nproc=nproc, resume=resume, merge=merge)
+    except Exception as exc:  # a full disk, denied write, out of memory, a killed rank: named, with the resume point
+        from ..llm.train import checkpoint_step
+
+        last = latest_checkpoint(folder.checkpoints)
+        named = with_resume_point(exc, command_line("train-llm", recipe, overrides, nproc=nproc), last,
+                                  checkpoint_step(last) if last else None, where=folder.path)
+        if named is exc:
+            raise
+        raise named from exc
+
+
+def _train(cfg, folder: RunFolder, plan, overrides: list[str], report, train_rows, valid_rows, *,
+           env, relaunching: bool, nproc: int | None, resume: bool, merge: bool) -> None:
+    """Claim the folder, then train here, in unsloth's process or under torchrun."""
+    from ..llm.train import train
+
     if env.is_main:
         folder.open(recipes.dump(cfg), report=report, resume=resume)
     if relaunching:

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 from ..console import warn
 from ..errors import CheckpointError
+from ..runtime.faults import os_error_of
 from ..runtime.files import atomic_path
 from .networks import Discriminator, Generator, build_networks
 
@@ -119,8 +120,19 @@ def save_checkpoint(path: str | Path, *, G: Generator, G_ema: Generator, D: Disc
         for i, state in enumerate(rng.get("cuda", [])):
             tensors[f"rng.cuda.{i}"] = state
         meta["rng"] = json.dumps({"python": rng["python"], "numpy": rng["numpy"]})
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    needed = sum(t.numel() * t.element_size() for t in tensors.values()) + sum(map(len, meta.values()))
+    try:
+        with atomic_path(path) as tmp:
+            try:
+                save_file(tensors, str(tmp), metadata=meta)
+            except SafetensorError as exc:  # an OS error (disk full, ...) rendered as text by the Rust side
+                found = os_error_of(exc)
+                if found is None:
+                    raise
+                raise OSError(found.errno, found.strerror, str(path)) from exc
+    except OSError as exc:
+        exc.needed_bytes = needed  # about the file's size: what a fault message says the write needed
+        raise
     return Path(path)
 
 

@@ -198,6 +198,20 @@ def finished_already(ctx: RunContext) -> str | None:
             f"run: --resume --set train.kimg={2 * max(kimg, ctx.recipe.train.kimg):g}")
 
 
+def last_complete(ctx: RunContext) -> tuple[Path | None, int | None]:
+    """The run's last complete checkpoint (writes are atomic: any listed one is whole) and its step."""
+    if ctx.recipe.train.method == "scorer":
+        path = state_path(ctx.out)
+        return (path, None) if path.is_file() else (None, None)
+    path = ckpt.latest_checkpoint(ctx.out)
+    if path is None:
+        return None, None
+    try:
+        return path, int(json.loads(ckpt.read_metadata(path)["counters"])["step"])
+    except (CheckpointError, KeyError, ValueError, TypeError):
+        return path, None
+
+
 def start_processes(ctx: RunContext) -> None:
     """Join the process group (a no-op in a single process) and pick this rank's GPU (or its CPU
     threads)."""
