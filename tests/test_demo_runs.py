@@ -8,6 +8,7 @@ folder, HOME and TMPDIR of their own:
   warning reaches it, and output_dir/train.log holds them;
 - with stderr not a terminal (a pipe here), progress is one plain line per logging interval,
   the figures of stats.jsonl, without the bar's control characters;
+- both leave report.html (curves, the grid or the answers, inlined) and say where it is;
 - the LLM demo shows answers to training prompts beside the validation ones and says why the
   latter cannot be right.
 """
@@ -109,6 +110,28 @@ def test_progress_off_a_terminal_is_one_plain_line_per_logging_interval(demo, en
         assert all(shown), lines
         assert [int(m[1]) for m in shown] == [r["step"] for r in intervals]
         assert sum("eval_loss" in line for line in lines) == 2  # one evaluation per epoch
+
+
+@pytest.mark.parametrize("engine, charts", [
+    ("gan", {"losses (D / G)", "images per second", "D's AUROC (reals vs fakes)"}),
+    ("llm", {"loss", "learning rate", "gradient norm"}),
+])
+def test_both_demos_leave_a_report_page_with_their_curves(demo, engine, charts):
+    from report_html import parse_report
+
+    run = demo[engine]["cwd"] / "runs" / f"{engine}-demo"
+    assert f"report: runs/{engine}-demo/report.html" in demo[engine]["out"]
+    page = parse_report(run / "report.html")
+    assert charts <= set(page.charts), page.charts
+    for title in charts:  # each a real picture: a PNG that decodes, with more than one colour in it
+        assert page.charts[title].size[0] > 100 and len(page.charts[title].getcolors(1 << 16) or [0, 0]) > 1
+    assert "recipe.yaml" in page.text and "Preflight" in page.text
+    if engine == "gan":
+        assert "latest grid" in page.images and page.images["latest grid"].size[0] >= 16
+        assert "Grids over time" in page.text
+    else:
+        assert "Sample answers" in page.text and "expected" in page.text
+        assert "hi! i am oh-lora. nice to meet you!" in page.text  # an expected answer, beside the model's
 
 
 def test_llm_demo_shows_training_and_validation_answers_and_says_why(demo):

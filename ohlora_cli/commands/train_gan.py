@@ -73,6 +73,8 @@ def _run(ctx, recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: b
                  batch_size=recipe.train.batch_size)
         return
     METHODS[recipe.train.method](ctx)
+    if recipe.train.method == "scorer" and ctx.is_main:  # the StyleGAN methods' loop ends with it
+        ctx.finish_report()
 
 
 def print_plan(ctx) -> None:

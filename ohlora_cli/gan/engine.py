@@ -41,6 +41,7 @@ from ..errors import CheckpointError, Interrupted, RecipeError, RunFailed
 from ..runtime import dist
 from ..runtime.devices import autocast_dtype, choose_precision, resolve_device, use_cpu_threads
 from ..runtime.files import append_jsonl
+from ..runtime.report import ReportWriter
 from ..runtime.run import RunFolder, resuming
 from ..runtime.seeding import capture_rng, restore_rng, seed_everything
 from ..runtime.signals import StopRequest
@@ -79,6 +80,7 @@ class RunContext:
     resume_from: Path | None = None
     trackers: Trackers | None = field(default=None, repr=False)  # train.report_to's, opened on rank 0
     tracked_step: int = 0  # the optimizer step of the last stats line sent to the trackers
+    reporter: ReportWriter | None = field(default=None, repr=False)  # report.html, rank 0, once the run opened
 
     @property
     def is_main(self) -> bool:
@@ -126,6 +128,16 @@ class RunContext:
         if self.open_trackers() is not None:
             self.tracked_step = int(record.get("step", self.tracked_step))
             self.trackers.scalars(record, self.tracked_step)
+        if self.reporter is not None and not record.get("done"):  # the end's: finish_report, with everything
+            self.reporter.maybe()
+
+    def finish_report(self) -> Path | None:
+        """report.html with everything the run wrote (rank 0); said where it is."""
+        if self.reporter is None:
+            return None
+        path = self.reporter.write()
+        say(f"report: {path}")
+        return path
 
     def open_trackers(self) -> Trackers | None:
         """The run's trackers (rank 0, opened on first use, so a dry run opens none), or None."""
@@ -252,6 +264,7 @@ def open_run(ctx: RunContext, report=None) -> None:
     (rank 0; ``runtime.run``); library output goes to ``train.log`` from here."""
     if ctx.is_main:
         ctx.folder.open(ctx.recipe_text, report=report, resume=ctx.resume, log=False)
+        ctx.reporter = ReportWriter(ctx.out)
         t = ctx.recipe.train
         ctx.folder.write_run_info({
             "kind": "gan", "method": t.method, "device": str(ctx.device), "precision": ctx.precision,
@@ -781,6 +794,7 @@ def _finish(ctx: RunContext, nets: Networks, path: Path | None, hooks: Hooks, se
     say(f"trained {c['cur_nimg'] / 1000:g} kimg in {seconds:g} s; checkpoint {path}; "
         f"grid {ctx.out / 'grid-latest.png'}{control}")
     say(f"load it: ohlora_cli.gan.load_generator('{ctx.out}'), or ohlora generate {ctx.out} -o samples.png")
+    ctx.finish_report()
     if "tensorboard" in ctx.recipe.train.report_to:
         say(f"see it: tensorboard --logdir {ctx.out / 'tb'}")
 

@@ -116,6 +116,17 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+class ReportCallback(TrainerCallback):
+    """report.html rebuilt after logging intervals (throttled by ``runtime.report.ReportWriter``)."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero:
+            self.writer.maybe()
+
+
 class SampleCallback(TrainerCallback):
     """At each epoch's end, answer the validation prompts (no_grad, stop on the end marker)."""
 

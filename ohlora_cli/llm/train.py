@@ -159,7 +159,14 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTTrainer
 
-    from .callbacks import RichProgressCallback, SampleCallback, StatsCallback, StopCallback
+    from ..runtime.report import ReportWriter
+    from .callbacks import (
+        ReportCallback,
+        RichProgressCallback,
+        SampleCallback,
+        StatsCallback,
+        StopCallback,
+    )
     from .generate import generate_answers
 
     # --- setup -------------------------------------------------------------------------------
@@ -182,6 +189,9 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
     end_marker, max_new = cfg.data.resolved_end_marker, cfg.generate.max_new_tokens
     trainer.add_callback(StatsCallback(stats_path))
     trainer.add_callback(RichProgressCallback())
+    reporter = ReportWriter(out_dir) if env.is_main else None
+    if reporter is not None:
+        trainer.add_callback(ReportCallback(reporter))
     if "tensorboard" in cfg.train.report_to and env.is_main:
         trainer.add_callback(_tensorboard_callback(out_dir / TB_DIR))
     if cfg.generate.every_epoch:
@@ -233,6 +243,9 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
             merge_adapter(cfg, source, adapter_dir, out_dir / "merged", plan.precision)
         if shown:
             print_answers(shown, before, answer_all(), tiny=bool(cfg.model.tiny), train_rows=len(train_rows))
+        from ..console import say
+
+        say(f"report: {reporter.write()}")
 
     # --- cleanup -----------------------------------------------------------------------------
     dist.destroy_process_group()
