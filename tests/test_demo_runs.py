@@ -43,7 +43,7 @@ def demo(tmp_path_factory):
 
     return {
         "gan": run(["train-gan", "--set", "train.kimg=0.5", "--set", "train.log_kimg=0.1",
-                     "--set", "train.report_to=[tensorboard]"]),
+                     "--set", "train.snapshot_kimg=0.25", "--set", "train.report_to=[tensorboard]"]),
         "llm": run(["train-llm", "--set", "train.epochs=2", "--set", "train.logging_steps=3",
                     "--set", "train.report_to=[tensorboard]"]),
     }
@@ -128,7 +128,7 @@ def test_both_demos_leave_a_report_page_with_their_curves(demo, engine, charts):
     assert "recipe.yaml" in page.text and "Preflight" in page.text
     if engine == "gan":
         assert "latest grid" in page.images and page.images["latest grid"].size[0] >= 16
-        assert "Grids over time" in page.text
+        assert "Grids over time (2 saved, 2 shown)" in page.text
     else:
         assert "Sample answers" in page.text and "expected" in page.text
         assert "hi! i am oh-lora. nice to meet you!" in page.text  # an expected answer, beside the model's

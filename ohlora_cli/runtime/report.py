@@ -14,6 +14,8 @@ import base64
 import html
 import io
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -101,6 +103,13 @@ def series(stats: list[dict], kind: str) -> dict[str, dict[str, list[tuple[float
 
 
 # ---------------------------------------------------------------------------------- drawing
+
+
+def _keep_matplotlib_in(folder: Path) -> None:
+    """matplotlib keeps a font cache and config in ~/.cache and ~/.config; a run writes only under
+    its output_dir, so (unless MPLCONFIGDIR says otherwise) they go to ``folder/.matplotlib``."""
+    if "matplotlib" not in sys.modules:
+        os.environ.setdefault("MPLCONFIGDIR", str((Path(folder) / ".matplotlib").resolve()))
 
 
 def _plot(title: str, lines: dict[str, list[tuple[float, float]]], xlabel: str) -> str:
@@ -224,6 +233,7 @@ def _page(title: str, body: str) -> str:
 
 def render_run(folder: Path) -> str:
     folder = Path(folder)
+    _keep_matplotlib_in(folder)
     stats = read_stats(folder / STATS)
     kind = run_kind(folder, stats)
     info = _read_json(folder / RUN_INFO)
@@ -250,6 +260,7 @@ def render_compare(folders: list[Path]) -> str:
     and each run's latest grid or answers."""
     from .run import flatten
 
+    _keep_matplotlib_in(folders[0])
     runs = []
     for folder in folders:
         stats = read_stats(folder / STATS)
