@@ -214,11 +214,12 @@ def _status(stats: list[dict], kind: str) -> str:
     done = next((r for r in reversed(stats) if r.get("done") or "train_runtime" in r), None)
     last = next((r for r in reversed(stats) if not r.get("done")), None)
     if done is not None:
-        where = f"{done['kimg']:g} kimg, step {done.get('step')}" if kind == "gan" else f"step {done.get('step')}"
+        kimg = done.get("kimg")
+        where = f"{kimg:g} kimg, step {done.get('step')}" if isinstance(kimg, (int, float)) else f"step {done.get('step')}"
         return f"finished ({where})"
     if last is None:
         return "no stats yet"
-    at = f"{last['kimg']:g} kimg, " if "kimg" in last else ""
+    at = f"{last['kimg']:g} kimg, " if isinstance(last.get("kimg"), (int, float)) else ""
     return f"in progress or stopped (last line: {at}step {last.get('step')})"
 
 
