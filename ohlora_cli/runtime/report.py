@@ -129,7 +129,7 @@ def _plot(title: str, lines: dict[str, list[tuple[float, float]]], xlabel: str) 
     ax.grid(alpha=0.3)
     if len(lines) > 1 or title.startswith("label control"):
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=0.16)  # fixed margins: tight_layout costs a draw
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
