@@ -100,3 +100,31 @@ def test_a_real_browser_draws_the_page(tmp_path):
     assert pixels.shape[1] >= 1000
     # not blank: text and charts put many dark pixels on the white page, with real contrast
     assert (pixels < 128).mean() > 0.005 and pixels.std() > 10
+
+
+def test_during_training_the_page_is_rebuilt_when_due_and_a_failure_never_stops_the_run(tmp_path, capsys):
+    from ohlora_cli.runtime.report import ReportWriter
+
+    run = gan_run(tmp_path / "a", lines=3)
+    page = run / "report.html"
+    every = ReportWriter(run, min_gap_s=0, cost_factor=0)  # always due
+    every.maybe()
+    first = parse_report(page).charts["losses (D / G)"].tobytes()
+    with open(run / "stats.jsonl", "a") as fh:
+        fh.write(json.dumps({"kimg": 5.0, "step": 50, "d_loss": 3.0, "g_loss": 0.5}) + "\n")
+    every.maybe()  # due again: the new line is drawn
+    assert parse_report(page).charts["losses (D / G)"].tobytes() != first
+
+    seldom = ReportWriter(run, min_gap_s=1e9)
+    seldom.maybe()  # the first is always due
+    built = page.stat().st_mtime_ns
+    seldom.maybe()
+    assert page.stat().st_mtime_ns == built  # not due: not rebuilt
+
+    broken = gan_run(tmp_path / "b", lines=3)
+    (broken / "report.html").mkdir()  # the page cannot be written
+    writer = ReportWriter(broken, min_gap_s=0, cost_factor=0)
+    writer.maybe()
+    writer.maybe()
+    said = capsys.readouterr().err
+    assert said.count("could not build") == 1 and f"ohlora report {broken}" in " ".join(said.split())

@@ -301,14 +301,14 @@ class ReportWriter:
     more often than ten times its own build time (so it costs a run at most a tenth of its time on a
     busy machine), and always at the end."""
 
-    def __init__(self, folder: Path, *, min_gap_s: float = 30.0):
-        self.folder, self.min_gap_s = Path(folder), min_gap_s
+    def __init__(self, folder: Path, *, min_gap_s: float = 30.0, cost_factor: float = 10.0):
+        self.folder, self.min_gap_s, self.cost_factor = Path(folder), min_gap_s, cost_factor
         self.built_at, self.cost = 0.0, 0.0
 
     def maybe(self) -> None:
         """During training: a report that cannot be drawn is said once and never stops the run."""
         now = time.monotonic()
-        if self.cost < 0 or now - self.built_at < max(self.min_gap_s, 10 * self.cost):
+        if self.cost < 0 or now - self.built_at < max(self.min_gap_s, self.cost_factor * self.cost):
             return
         try:
             self.write()
