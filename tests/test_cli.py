@@ -10,7 +10,7 @@ from ohlora_cli.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("args", [[], ["train-gan"], ["train-llm"], ["doctor"], ["generate"], ["chat"]])
+@pytest.mark.parametrize("args", [[], ["train-gan"], ["train-llm"], ["doctor"], ["generate"], ["chat"], ["report"]])
 def test_every_help_has_examples(args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0, result.output
