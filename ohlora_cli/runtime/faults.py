@@ -43,9 +43,13 @@ def os_error_of(exc: BaseException) -> OSError | None:
     return None
 
 
+# torch's CPU allocator failing raises a RuntimeError that says so (and how much it asked for)
+CPU_ALLOCATOR = re.compile(r"DefaultCPUAllocator: can't allocate memory(?:: you tried to allocate (\d+) bytes)?")
+
+
 def out_of_memory(exc: BaseException) -> str | None:
     """'cpu' or 'gpu' when ``exc`` is an out-of-memory error, else None."""
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and CPU_ALLOCATOR.search(str(exc))):
         return "cpu"
     if any(t.__name__ == "OutOfMemoryError" for t in type(exc).__mro__):  # torch.cuda.OutOfMemoryError
         return "gpu"
@@ -88,7 +92,9 @@ def describe(exc: BaseException, where: Path | None = None) -> tuple[str, str] |
                 "Lower train.batch_size's per-device share (train.max_device_batch) or the model size, use "
                 "precision bf16 / fp16, or free the GPU of other processes (nvidia-smi).")
     if memory == "cpu":
-        return ("out of memory (MemoryError: the process could not allocate more RAM)",
+        asked = CPU_ALLOCATOR.search(str(exc))
+        need = f": an allocation of {_bytes(int(asked.group(1)))} failed" if asked and asked.group(1) else ""
+        return (f"out of memory (RAM){need}",
                 "Lower data.cache_mb or train.batch_size, or free memory used by other processes.")
     err = os_error_of(exc)
     if err is None and torch_write_failed(exc):

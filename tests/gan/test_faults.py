@@ -85,6 +85,10 @@ def test_os_errors_of_the_machine_are_named_with_the_file_and_what_it_needed(tmp
 
 def test_memory_faults_are_named_and_a_run_fault_carries_checkpoint_and_command(tmp_path):
     assert describe(MemoryError())[0].startswith("out of memory")
+    try:  # a real allocation that no machine grants: torch reports it as a RuntimeError, named here
+        torch.empty(10**15, dtype=torch.uint8)
+    except RuntimeError as exc:
+        assert describe(exc)[0].startswith("out of memory (RAM)")
     oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert describe(oom)[0].startswith("out of GPU memory")
     assert describe(ValueError("a bug")) is None and describe(OSError(errno.ENOENT, "x")) is None
