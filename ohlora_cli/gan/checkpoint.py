@@ -27,6 +27,7 @@ from ..console import warn
 from ..errors import CheckpointError
 from ..runtime.faults import os_error_of
 from ..runtime.files import atomic_path
+from ..runtime.run import CHECKPOINTS
 from .networks import Discriminator, Generator, build_networks
 
 FORMAT = "ohlora-gan-checkpoint"
@@ -37,11 +38,11 @@ NAME = re.compile(r"checkpoint-(\d+)\.safetensors$")
 
 
 def checkpoint_path(output_dir: str | Path, step: int) -> Path:
-    return Path(output_dir) / "checkpoints" / f"checkpoint-{step:08d}.safetensors"
+    return Path(output_dir) / CHECKPOINTS / f"checkpoint-{step:08d}.safetensors"
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    folder = Path(output_dir) / "checkpoints"
+    folder = Path(output_dir) / CHECKPOINTS
     found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*.safetensors") if (m := NAME.search(p.name))]
     return [p for _, p in sorted(found)]
 

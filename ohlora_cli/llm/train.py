@@ -19,7 +19,7 @@ from .. import recipes
 from ..console import info, out, warn
 from ..errors import Interrupted, RecipeError, RunFailed
 from ..runtime import dist
-from ..runtime.run import RunFolder, resuming
+from ..runtime.run import CHECKPOINTS, STATS, RunFolder, resuming
 from ..runtime.signals import StopRequest
 from ..runtime.trackers import TB_DIR, check_report_to
 from . import data as llm_data
@@ -125,13 +125,13 @@ def remove_stale(out_dir: Path) -> None:
     """A fresh start in an ohlora run folder with no complete checkpoint (a run that stopped before
     its first save): its partial Trainer checkpoints, stats and sample answers go, so they cannot mix
     with the new run's. Only those files are removed, by the names the run gives them."""
-    partial = [p for p in (out_dir / "checkpoints").glob("checkpoint-*")
+    partial = [p for p in (out_dir / CHECKPOINTS).glob("checkpoint-*")
                if p.is_dir() and p.name.split("-")[-1].isdigit() and not (p / "trainer_state.json").is_file()]
     if partial:
         warn(f"starting fresh: removing {len(partial)} incomplete checkpoint(s) in {out_dir / 'checkpoints'}")
     for folder in partial:
         shutil.rmtree(folder)
-    (out_dir / "stats.jsonl").unlink(missing_ok=True)
+    (out_dir / STATS).unlink(missing_ok=True)
     for sample in (out_dir / "samples").glob("epoch-*.jsonl"):
         sample.unlink()
 
@@ -212,7 +212,7 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
 
     before = {}
     if env.is_main:
-        recipe_file = folder.latest_recipe() if resume else out_dir / "recipe.yaml"
+        recipe_file = folder.latest_recipe() if resume else folder.recipe_path
         folder.write_run_info({"kind": "llm", **asdict(plan), **batch, "recipe": recipe_file.name,
                                "resumed_from": str(last) if last else None})
         if shown and not resume:
