@@ -407,6 +407,30 @@ def recipes_copy(
 
 
 @app.command(
+    "report",
+    epilog=_examples(
+        "ohlora report runs/gan-demo                        # (re)build runs/gan-demo/report.html",
+        "ohlora report runs/a runs/b -o compare.html        # two runs side by side",
+    ),
+)
+@guard
+def report(
+    runs: Annotated[
+        list[str], typer.Argument(metavar="RUN...", show_default=False, help="Run folders (their output_dir).")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", show_default=False,
+                     help="Where to write the page (default: RUN/report.html for one run; needed for several)."),
+    ] = None,
+) -> None:
+    """Build a run's report.html (recipe, preflight, curves, grids or answers), or compare runs."""
+    from .commands.report import run as report_run
+
+    report_run(runs, output)
+
+
+@app.command(
     "doctor",
     epilog=_examples(
         "ohlora doctor                          # the environment only",

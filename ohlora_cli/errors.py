@@ -39,6 +39,10 @@ class RunFailed(OhloraError):
     """The run itself failed (not the user's input)."""
 
 
+class RankFailed(RunFailed):
+    """A process of a distributed run failed or was killed (torchrun's exit code)."""
+
+
 class PreflightFailed(OhloraError):
     """The doctor's preflight found a failure and stopped the launch."""
 

@@ -12,7 +12,7 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("args", [[], ["train-gan"], ["train-llm"], ["doctor"], ["generate"], ["chat"], ["recipes"],
-                                  ["recipes", "copy"]])
+                                  ["recipes", "copy"], ["report"]])
 def test_every_help_has_examples(args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0, result.output

@@ -1,5 +1,6 @@
 """The one place that maps exceptions to messages and exit codes: our errors to 1 / 2 / 130 with
-their hint, Ctrl-C to 130, anything else to "internal error" (exit 1). A traceback only with
+their hint, Ctrl-C to 130, a fault of the machine (``runtime.faults``: disk full, permission denied,
+out of memory) to its message (exit 1), anything else to "internal error" (exit 1). A traceback only with
 ``OHLORA_DEBUG=1``. Imports typer, rich and the standard library only."""
 
 from __future__ import annotations
@@ -42,7 +43,13 @@ def guard(fn):
         except KeyboardInterrupt as exc:
             report(exc, 130, "stopped by Ctrl-C")
             raise typer.Exit(130) from None
-        except Exception as exc:  # a bug of ours: say so, exit 1, traceback only on request
+        except Exception as exc:  # a fault of the machine, or a bug of ours: say so, exit 1, traceback only on request
+            from ..runtime.faults import describe
+
+            described = describe(exc)
+            if described is not None:  # disk full, permission denied, out of memory, ...: not a bug
+                report(exc, 1, *described)
+                raise typer.Exit(1) from None
             report(exc, 1, f"internal error: {type(exc).__name__}: {exc}",
                    hint="This is a bug in ohlora; rerun with OHLORA_DEBUG=1 to see the traceback.")
             raise typer.Exit(1) from None

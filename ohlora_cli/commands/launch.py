@@ -18,6 +18,32 @@ def relaunch(verb: str, recipe: str, overrides: list[str], *, nproc: int, flags:
     dist.relaunch(nproc, args)
 
 
+def command_line(verb: str, recipe: str, overrides: list[str], *, nproc: int | None = None) -> str:
+    """The command a user types to run this again (a fault message's resume command)."""
+    import shlex
+
+    args = ["ohlora", verb, recipe, *[a for o in overrides for a in ("--set", o)]]
+    if nproc:
+        args += ["--nproc", str(nproc)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def with_resume_point(exc: BaseException, command: str, last, step: int | None, where=None) -> BaseException:
+    """A fault of the machine (``runtime.faults``) or a failed rank, with the run's last complete
+    checkpoint and the command that resumes from it; anything else unchanged."""
+    from ..errors import RankFailed
+    from ..runtime.faults import run_fault
+
+    fault = run_fault(exc, last_checkpoint=last, step=step, command=command, where=where)
+    if fault is not None:
+        return fault
+    if isinstance(exc, RankFailed):
+        at = f"{last} (step {step})" if last is not None else "none yet"
+        exc.args = (f"{exc}. The last complete checkpoint: {at}",)
+        exc.hint = f"Once the cause is fixed: {command}{' --resume' if last is not None else ''}"
+    return exc
+
+
 def flags(**chosen: bool) -> list[str]:
     """``flags(resume=True, merge=False)`` -> ``["--resume"]``."""
     return [f"--{name.replace('_', '-')}" for name, on in chosen.items() if on]

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 
-from ..console import err, out
+from ..console import err, out, say
 from ..runtime import dist
-from .launch import flags, relaunch
+from .launch import command_line, flags, relaunch, with_resume_point
 from .preflight import run_preflight
 from .recipe import load_checked
 
@@ -31,6 +31,11 @@ def run(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: bool, s
 
     relaunching = dist.wants_relaunch(nproc)
     ctx = engine.plan_run(recipe, resume=resume, planned_world=nproc if relaunching else None)
+    done = engine.finished_already(ctx)
+    if done and not dry_run:
+        if ctx.is_main:
+            say(done)
+        return
     if not relaunching:
         engine.start_processes(ctx)
     finished = False
@@ -38,6 +43,12 @@ def run(recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: bool, s
         _run(ctx, recipe_arg, overrides, dry_run=dry_run, resume=resume, skip_doctor=skip_doctor,
              nproc=nproc, relaunching=relaunching)
         finished = True
+    except Exception as exc:  # a full disk, denied write, out of memory, a killed rank: named, with the resume point
+        named = with_resume_point(exc, command_line("train-gan", recipe_arg, overrides, nproc=nproc),
+                                  *engine.last_complete(ctx), where=ctx.out)
+        if named is exc:
+            raise
+        raise named from exc
     finally:
         ctx.close_trackers()  # whichever method ran, and however it ended
         dist.destroy_process_group(together=finished)  # a failed rank: the others may never reach a barrier
@@ -62,6 +73,8 @@ def _run(ctx, recipe_arg: str, overrides: list[str], *, dry_run: bool, resume: b
                  batch_size=recipe.train.batch_size)
         return
     METHODS[recipe.train.method](ctx)
+    if recipe.train.method == "scorer" and ctx.is_main:  # the StyleGAN methods' loop ends with it
+        ctx.finish_report()
 
 
 def print_plan(ctx) -> None:

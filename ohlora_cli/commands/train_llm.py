@@ -18,12 +18,12 @@ import sys
 from pathlib import Path
 
 from .. import recipes
-from ..console import err, info, out, warn
+from ..console import err, info, out, say, warn
 from ..errors import Interrupted, RecipeError, RunFailed
-from ..runtime import builds, dist, quiet
-from ..runtime.files import write_json, write_text
+from ..runtime import dist, quiet
+from ..runtime.run import RunFolder
 from ..runtime.signals import StopRequest
-from .launch import flags, relaunch
+from .launch import command_line, flags, relaunch, with_resume_point
 from .preflight import run_preflight
 from .recipe import load_checked
 
@@ -31,17 +31,14 @@ from .recipe import load_checked
 def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_doctor: bool,
         nproc: int | None, merge: bool) -> None:
     cfg = load_checked(recipe, overrides, "llm")  # a bad recipe fails before the engine loads
-    from ..llm.train import check_data, latest_checkpoint, make_plan, train
+    from ..llm.train import check_data, latest_checkpoint, make_plan
 
     env = dist.dist_env()
     relaunching = dist.wants_relaunch(nproc)
-    builds.check_output_dir(cfg.output_dir)  # a new folder or an ohlora run's: nothing else is written over
-    earlier = latest_checkpoint(Path(cfg.output_dir) / "checkpoints")
-    if earlier is not None and not resume:  # never overwrite a run: nothing is lost (as train-gan)
-        raise RecipeError(
-            f"output_dir: {cfg.output_dir} already holds a run ({earlier.name})",
-            hint=f"Pass --resume to continue it, or start elsewhere: --set output_dir={cfg.output_dir}-2",
-        )
+    folder = RunFolder(cfg.output_dir)
+    folder.check()  # a new folder or an ohlora run's: nothing else is written over
+    # never start over a run (nothing is lost), never --resume from nothing
+    last = folder.resume_point(latest_checkpoint(folder.checkpoints), resume=resume)
     note = None if relaunching else one_gpu_unless_ddp(cfg)
     train_rows, valid_rows, _, _ = check_data(cfg)
     plan = make_plan(cfg, len(train_rows), len(valid_rows), world_size=nproc if relaunching else env.world_size,
@@ -53,19 +50,40 @@ def run(recipe: str, overrides: list[str], *, dry_run: bool, resume: bool, skip_
         if dry_run and plan.build_tiny:
             info(f"would build a tiny {cfg.model.tiny} model and tokenizer at {cfg.model.path} "
                  "(a dry run builds nothing)")
+    done = finished_already(last, plan.total_steps)
+    if done and not dry_run:
+        if env.is_main:
+            say(done)
+        return
     report = run_preflight(cfg, gpus=nproc if relaunching else None, skip=skip_doctor, is_main=env.is_main)
     if dry_run:
         return
+    try:
+        _train(cfg, folder, plan, overrides, report, train_rows, valid_rows, env=env,
+               relaunching=relaunching, nproc=nproc, resume=resume, merge=merge)
+    except Exception as exc:  # a full disk, denied write, out of memory, a killed rank: named, with the resume point
+        from ..llm.train import checkpoint_step
+
+        last = latest_checkpoint(folder.checkpoints)
+        named = with_resume_point(exc, command_line("train-llm", recipe, overrides, nproc=nproc), last,
+                                  checkpoint_step(last) if last else None, where=folder.path)
+        if named is exc:
+            raise
+        raise named from exc
+
+
+def _train(cfg, folder: RunFolder, plan, overrides: list[str], report, train_rows, valid_rows, *,
+           env, relaunching: bool, nproc: int | None, resume: bool, merge: bool) -> None:
+    """Claim the folder, then train here, in unsloth's process or under torchrun."""
+    from ..llm.train import train
+
     if env.is_main:
-        out_dir = builds.claim_output_dir(cfg.output_dir)
-        quiet.log_to(out_dir / "train.log")
-        if report is not None:
-            write_json(out_dir / "doctor.json", report.to_dict())
+        folder.open(recipes.dump(cfg), report=report, resume=resume)
     if relaunching:
         relaunch("train-llm", str(cfg.source), overrides, nproc=nproc, flags=flags(resume=resume, merge=merge))
         return
     if cfg.model.backend == "unsloth":
-        run_unsloth_worker(cfg, resume=resume, merge=merge)
+        run_unsloth_worker(folder, resume=resume, merge=merge)
         return
     train(cfg, plan, train_rows, valid_rows, resume=resume, merge=merge)
 
@@ -101,11 +119,24 @@ def print_plan(plan) -> None:
         warn(plan.note)
 
 
-def run_unsloth_worker(cfg, *, resume: bool, merge: bool) -> None:
+def finished_already(last: Path | None, total_steps: int) -> str | None:
+    """On ``--resume`` of a run whose checkpoint already reached the planned steps: what to say
+    (where it ended, and how to train further), else None."""
+    if last is None:
+        return None
+    from ..llm.train import checkpoint_step
+
+    step = checkpoint_step(last)
+    if step is None or step < total_steps:
+        return None
+    return (f"{last.parent.parent} already finished: checkpoint {last} is at step {step} of {total_steps}. "
+            "Nothing to train; to train further, resume with a longer run: --resume --set train.epochs=N "
+            "(or train.max_steps=N) above what it had")
+
+
+def run_unsloth_worker(folder: RunFolder, *, resume: bool, merge: bool) -> None:
     """unsloth patches transformers/trl/peft when imported, so it trains in a process that imports it first."""
-    out_dir = builds.claim_output_dir(cfg.output_dir)
-    resolved = out_dir / "recipe.yaml"
-    write_text(resolved, recipes.dump(cfg))
+    out_dir, resolved = folder.path, folder.recipe_file
     cmd = [sys.executable, "-m", "ohlora_cli.commands.unsloth_worker", str(resolved)]
     cmd += (["--resume"] if resume else []) + (["--merge"] if merge else []) + (["--verbose"] if quiet.verbose() else [])
     # unsloth writes the sources it generates to ./unsloth_compiled_cache unless told otherwise:

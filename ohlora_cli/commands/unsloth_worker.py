@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 from ohlora_cli.runtime import quiet
+from ohlora_cli.runtime.run import LOG
 
 if __name__ == "__main__":
     _window = quiet.library_output(verbose="--verbose" in sys.argv[2:])
     _window.__enter__()
-    quiet.log_to(Path(sys.argv[1]).parent / "train.log", announce=False)  # the parent said where
+    quiet.log_to(Path(sys.argv[1]).parent / LOG, announce=False)  # the parent said where
 
 import unsloth  # noqa: E402, F401, I001  (before transformers / trl / peft: it patches them on import)
 

@@ -206,9 +206,9 @@ def check_writes(recipe) -> None:
     model.tiny) must be free to build where it would. A RecipeError (exit 2) names the key, the
     folder and what is in it: a mistyped data.csv or model.path in a copied demo recipe is bad
     input, not a finding."""
-    from ..runtime.builds import check_output_dir
+    from ..runtime.run import RunFolder
 
-    check_output_dir(recipe.output_dir)
+    RunFolder(recipe.output_dir).check()
     if recipe.kind == "gan":
         from ..gan.synthetic import pending_build
     else:

@@ -25,7 +25,9 @@ from safetensors.torch import save_file
 
 from ..console import warn
 from ..errors import CheckpointError
+from ..runtime.faults import os_error_of
 from ..runtime.files import atomic_path
+from ..runtime.run import CHECKPOINTS
 from .networks import Discriminator, Generator, build_networks
 
 FORMAT = "ohlora-gan-checkpoint"
@@ -36,11 +38,11 @@ NAME = re.compile(r"checkpoint-(\d+)\.safetensors$")
 
 
 def checkpoint_path(output_dir: str | Path, step: int) -> Path:
-    return Path(output_dir) / "checkpoints" / f"checkpoint-{step:08d}.safetensors"
+    return Path(output_dir) / CHECKPOINTS / f"checkpoint-{step:08d}.safetensors"
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    folder = Path(output_dir) / "checkpoints"
+    folder = Path(output_dir) / CHECKPOINTS
     found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*.safetensors") if (m := NAME.search(p.name))]
     return [p for _, p in sorted(found)]
 
@@ -119,8 +121,19 @@ def save_checkpoint(path: str | Path, *, G: Generator, G_ema: Generator, D: Disc
         for i, state in enumerate(rng.get("cuda", [])):
             tensors[f"rng.cuda.{i}"] = state
         meta["rng"] = json.dumps({"python": rng["python"], "numpy": rng["numpy"]})
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    needed = sum(t.numel() * t.element_size() for t in tensors.values()) + sum(map(len, meta.values()))
+    try:
+        with atomic_path(path) as tmp:
+            try:
+                save_file(tensors, str(tmp), metadata=meta)
+            except SafetensorError as exc:  # an OS error (disk full, ...) rendered as text by the Rust side
+                found = os_error_of(exc)
+                if found is None:
+                    raise
+                raise OSError(found.errno, found.strerror, str(path)) from exc
+    except OSError as exc:
+        exc.needed_bytes = needed  # about the file's size: what a fault message says the write needed
+        raise
     return Path(path)
 
 

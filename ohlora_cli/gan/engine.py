@@ -8,7 +8,8 @@ How a run goes (``ohlora_cli.commands.train_gan`` drives it):
 2. ``start_processes(ctx)`` joins the process group (under torchrun); ``build_data(ctx)`` builds a
    missing synthetic dataset (a dry run says what it would build); the command runs the doctor's
    preflight; ``read_data(ctx)`` reads the CSV and checks every image header.
-3. ``open_run(ctx, report)`` claims output_dir and writes ``recipe.yaml`` and ``doctor.json``.
+3. ``open_run(ctx, report)`` claims output_dir and writes ``recipe.yaml`` (or, on a resume with a
+   changed recipe, ``recipe-resume-N.yaml``), ``doctor.json`` and ``run.json`` (``runtime.run``).
 4. ``ohlora_cli.gan.methods.METHODS[train.method](ctx)`` trains. The adversarial and
    property-regression methods are a list of ``Phase`` and a loss with
    ``accumulate_gradients(phase, ...)`` handed to ``train_loop`` (NVlabs' shape); the scorer fits
@@ -24,6 +25,7 @@ Building blocks (module level): ``start_networks``, ``set_trainable``, ``make_op
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable
@@ -36,9 +38,11 @@ import torch
 from .. import recipes
 from ..console import err, info, say, warn
 from ..errors import CheckpointError, Interrupted, RecipeError, RunFailed
-from ..runtime import builds, dist, quiet
+from ..runtime import dist
 from ..runtime.devices import autocast_dtype, choose_precision, resolve_device, use_cpu_threads
-from ..runtime.files import append_jsonl, write_json, write_text
+from ..runtime.files import append_jsonl
+from ..runtime.report import ReportWriter
+from ..runtime.run import RunFolder, resuming
 from ..runtime.seeding import capture_rng, restore_rng, seed_everything
 from ..runtime.signals import StopRequest
 from ..runtime.trackers import Trackers, check_report_to
@@ -61,6 +65,7 @@ class RunContext:
 
     recipe: GanRecipe
     out: Path
+    folder: RunFolder
     env: dist.DistEnv
     device: torch.device
     precision: str  # fp32 | bf16 | fp16
@@ -75,6 +80,7 @@ class RunContext:
     resume_from: Path | None = None
     trackers: Trackers | None = field(default=None, repr=False)  # train.report_to's, opened on rank 0
     tracked_step: int = 0  # the optimizer step of the last stats line sent to the trackers
+    reporter: ReportWriter | None = field(default=None, repr=False)  # report.html, rank 0, once the run opened
 
     @property
     def is_main(self) -> bool:
@@ -118,10 +124,20 @@ class RunContext:
         optimizer step: the record's ``step``, else the last one seen)."""
         if not self.is_main:
             return
-        append_jsonl(self.out / "stats.jsonl", record)
+        append_jsonl(self.folder.stats, record)
         if self.open_trackers() is not None:
             self.tracked_step = int(record.get("step", self.tracked_step))
             self.trackers.scalars(record, self.tracked_step)
+        if self.reporter is not None and not record.get("done"):  # the end's: finish_report, with everything
+            self.reporter.maybe()
+
+    def finish_report(self) -> Path | None:
+        """report.html with everything the run wrote (rank 0); said where it is."""
+        if self.reporter is None:
+            return None
+        path = self.reporter.write()
+        say(f"report: {path}")
+        return path
 
     def open_trackers(self) -> Trackers | None:
         """The run's trackers (rank 0, opened on first use, so a dry run opens none), or None."""
@@ -156,34 +172,56 @@ def plan_run(recipe: GanRecipe, *, resume: bool, planned_world: int | None = Non
                                                       max_per_device=recipe.train.max_device_batch)
     # What the run will write, checked before anything is: output_dir is a new folder or an ohlora
     # run's, and the synthetic data is built only into a folder it may build into.
-    builds.check_output_dir(out_dir)
+    folder = RunFolder(out_dir)
+    folder.check()
     check_report_to(recipe.train.report_to)
     build = pending_build(recipe.data)
-    resume_from = _resume_point(recipe, out_dir, resume)
+    resume_from = _resume_point(recipe, folder, resume)
     if recipe.model.checkpoint and not resume:
         ckpt.check_start_checkpoint(recipe, len(recipe.data.label_columns))
     check_scorer_recipe(recipe)  # model.scorer's header and the scorer keys, before any weights load
-    return RunContext(recipe=recipe, out=out_dir, env=env, device=device, precision=precision,
+    return RunContext(recipe=recipe, out=out_dir, folder=folder, env=env, device=device, precision=precision,
                       batch_per_device=batch_per_device, accumulation=accumulation, resume=resume,
                       recipe_text=recipes.dump(recipe), world=world, build_data=build, resume_from=resume_from)
 
 
-def _resume_point(recipe: GanRecipe, out_dir: Path, resume: bool) -> Path | None:
+def _resume_point(recipe: GanRecipe, folder: RunFolder, resume: bool) -> Path | None:
     if recipe.train.method == "scorer":  # its resumable state is not a checkpoint-*.safetensors
-        found = state_path(out_dir) if state_path(out_dir).is_file() else None
+        found = state_path(folder.path) if state_path(folder.path).is_file() else None
     else:
-        found = ckpt.latest_checkpoint(out_dir)
-    if not resume:
-        if found is not None:
-            raise RecipeError(f"output_dir: {out_dir} already holds a run ({found.name})",
-                              hint=f"Pass --resume to continue it, or start elsewhere: --set output_dir={out_dir}-2")
-        return None
-    if found is None:
-        raise CheckpointError(f"--resume: {out_dir}/checkpoints holds no checkpoint to continue from",
-                              hint="Run without --resume to start, or point output_dir at the earlier run.")
-    if recipe.train.method != "scorer":  # the scorer method validates its own state file
+        found = ckpt.latest_checkpoint(folder.path)
+    found = folder.resume_point(found, resume=resume)
+    if found is not None and recipe.train.method != "scorer":  # the scorer method validates its own state file
         ckpt.read_metadata(found)
     return found
+
+
+def finished_already(ctx: RunContext) -> str | None:
+    """On ``--resume`` of a run whose checkpoint already reached ``train.kimg``: what to say (where
+    it ended, and how to train further), else None."""
+    if ctx.resume_from is None or ctx.recipe.train.method == "scorer":
+        return None
+    counters = json.loads(ckpt.read_metadata(ctx.resume_from)["counters"])
+    if counters["cur_nimg"] < ctx.total_nimg:
+        return None
+    kimg = counters["cur_nimg"] / 1000
+    return (f"{ctx.out} already finished: checkpoint {ctx.resume_from} is at {kimg:g} kimg (step {counters['step']}), "
+            f"train.kimg is {ctx.recipe.train.kimg:g}. Nothing to train; to train further, resume with a longer "
+            f"run: --resume --set train.kimg={2 * max(kimg, ctx.recipe.train.kimg):g}")
+
+
+def last_complete(ctx: RunContext) -> tuple[Path | None, int | None]:
+    """The run's last complete checkpoint (writes are atomic: any listed one is whole) and its step."""
+    if ctx.recipe.train.method == "scorer":
+        path = state_path(ctx.out)
+        return (path, None) if path.is_file() else (None, None)
+    path = ckpt.latest_checkpoint(ctx.out)
+    if path is None:
+        return None, None
+    try:
+        return path, int(json.loads(ckpt.read_metadata(path)["counters"])["step"])
+    except (CheckpointError, KeyError, ValueError, TypeError):
+        return path, None
 
 
 def start_processes(ctx: RunContext) -> None:
@@ -222,14 +260,19 @@ def read_data(ctx: RunContext, *, dry_run: bool) -> None:
 
 
 def open_run(ctx: RunContext, report=None) -> None:
-    """Claim output_dir and write the resolved recipe and the preflight's report (rank 0);
-    library output goes to ``train.log`` from here."""
+    """Claim output_dir and write the resolved recipe, the preflight's report and ``run.json``
+    (rank 0; ``runtime.run``); library output goes to ``train.log`` from here."""
     if ctx.is_main:
-        builds.claim_output_dir(ctx.out)
-        write_text(ctx.out / "recipe.yaml", ctx.recipe_text)
-        if report is not None:
-            write_json(ctx.out / "doctor.json", report.to_dict())
-    quiet.log_to(ctx.out / "train.log")
+        ctx.folder.open(ctx.recipe_text, report=report, resume=ctx.resume, log=False)
+        ctx.reporter = ReportWriter(ctx.out)
+        t = ctx.recipe.train
+        ctx.folder.write_run_info({
+            "kind": "gan", "method": t.method, "device": str(ctx.device), "precision": ctx.precision,
+            "world_size": ctx.world, "batch_per_device": ctx.batch_per_device, "accumulation": ctx.accumulation,
+            "global_batch": ctx.batch_per_device * ctx.world * ctx.accumulation, "kimg": t.kimg,
+            "total_steps": math.ceil(ctx.total_nimg / t.batch_size), "recipe": ctx.folder.recipe_file.name,
+            "resumed_from": str(ctx.resume_from) if ctx.resume_from else None})
+    ctx.folder.open_log()
 
 
 # ------------------------------------------------------------------- building blocks (shared)
@@ -537,7 +580,7 @@ def setup_networks(ctx: RunContext, *, train_D: bool = True, keep_start: bool = 
         nets.counters.update(step=saved["step"], cur_nimg=saved["cur_nimg"],
                              nonfinite_streak=saved.get("nonfinite_streak", 0))
         if ctx.is_main:
-            info(f"resuming from {ctx.resume_from} at {saved['cur_nimg'] / 1000:g} kimg (step {saved['step']})")
+            resuming(ctx.resume_from, saved["step"], f"{saved['cur_nimg'] / 1000:g} kimg")
     return nets
 
 
@@ -699,6 +742,8 @@ class _Loop:
                 if self.progress is not None:
                     self.progress.control = label_control.summary(result)
             ctx.log(record)
+            if self.progress is not None:
+                self.progress.log_line(record, self.hooks.figures, ctx.total_nimg)
             ctx.track_image("label_control", control, c["step"])
         if ctx.is_main and (self.grid_at.due(c["cur_nimg"]) or last):
             ctx.track_image("grid", write_grid(ctx, nets.G_ema, self.grid_z, c["cur_nimg"]), c["step"])
@@ -749,6 +794,7 @@ def _finish(ctx: RunContext, nets: Networks, path: Path | None, hooks: Hooks, se
     say(f"trained {c['cur_nimg'] / 1000:g} kimg in {seconds:g} s; checkpoint {path}; "
         f"grid {ctx.out / 'grid-latest.png'}{control}")
     say(f"load it: ohlora_cli.gan.load_generator('{ctx.out}'), or ohlora generate {ctx.out} -o samples.png")
+    ctx.finish_report()
     if "tensorboard" in ctx.recipe.train.report_to:
         say(f"see it: tensorboard --logdir {ctx.out / 'tb'}")
 
@@ -811,11 +857,20 @@ class Tick:
 
 
 class TrainProgress:
-    """Rich progress bar on stderr: kimg done / total, img/s, the method's losses, and the last
-    label-control figure (``control``, set when the run measures it). Redrawn from the training
-    loop at most twice a second, with no refresh thread of its own (as train-llm's)."""
+    """Progress on stderr. On a terminal, a rich bar: kimg done / total, img/s, the method's losses,
+    and the last label-control figure (``control``, set when the run measures it), redrawn from the
+    training loop at most twice a second, with no refresh thread of its own (as train-llm's).
+    Elsewhere (a log file, a pipe), one plain line per logging interval (``log_line``) with the
+    same figures and no control characters."""
 
     def __init__(self, ctx: RunContext, cur_nimg: int, title: str):
+        self.title, self.control = title, ""
+        self.start_time, self.start_nimg = time.time(), cur_nimg
+        self.last_time, self.last_nimg = self.start_time, cur_nimg
+        self.plain = not err.is_terminal
+        self.progress = None
+        if self.plain:
+            return
         from rich.progress import (
             BarColumn,
             Progress,
@@ -832,12 +887,12 @@ class TrainProgress:
         )
         self.task = self.progress.add_task("train", total=ctx.total_nimg / 1000, completed=cur_nimg / 1000,
                                            speed="", losses="", control="")
-        self.control = ""
-        self.last_time, self.last_nimg = time.time(), cur_nimg
         self.progress.start()
 
     def advance(self, cur_nimg: int, losses: Callable[[], str], *, force: bool = False) -> None:
         """``losses`` is called only when the bar redraws (at most twice a second)."""
+        if self.progress is None:
+            return
         now = time.time()
         if now - self.last_time < 0.5 and not force:
             return
@@ -846,5 +901,27 @@ class TrainProgress:
                              control=self.control, refresh=True)
         self.last_time, self.last_nimg = now, cur_nimg
 
+    def log_line(self, record: dict, keys: tuple, total_nimg: int) -> None:
+        """Off a terminal: the stats line's figures as one plain line (on a terminal the bar shows them)."""
+        if not self.plain:
+            return
+        cur_nimg = int(round(record["kimg"] * 1000))
+        done, elapsed = cur_nimg - self.start_nimg, time.time() - self.start_time
+        eta = elapsed / done * (total_nimg - cur_nimg) if done > 0 else float("nan")
+        shown = [k for k in record if k in keys or k.endswith("_loss")]
+        figures = "  ".join(f"{k} {record[k]:.4f}" for k in shown if isinstance(record[k], (int, float)))
+        parts = [self.title, f"{record['kimg']:.3f}/{total_nimg / 1000:.3f} kimg", f"step {record['step']}",
+                 f"{record.get('img_per_s', 0):.0f} img/s", figures, self.control, f"ETA {format_seconds(eta)}"]
+        print("  ".join(p for p in parts if p), file=err.file, flush=True)
+
     def stop(self) -> None:
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def format_seconds(seconds: float) -> str:
+    """h:mm:ss, or '-' when unknown."""
+    if not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(max(seconds, 0)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

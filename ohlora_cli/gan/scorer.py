@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import CheckpointError, RecipeError
 from ..runtime.files import atomic_path
+from ..runtime.run import CHECKPOINTS
 
 FORMAT = "ohlora-scorer"
 FORMAT_VERSION = 1
@@ -441,7 +442,7 @@ def probe_loss(recipe, images: torch.Tensor, labels: torch.Tensor, *, G=None,
 
 def state_path(output_dir: str | Path) -> Path:
     """The resumable training state of a ``train.method: scorer`` run."""
-    return Path(output_dir) / "checkpoints" / "scorer-state.safetensors"
+    return Path(output_dir) / CHECKPOINTS / "scorer-state.safetensors"
 
 
 def property_loss(score, images: torch.Tensor, labels: torch.Tensor, label_std: torch.Tensor) -> torch.Tensor:

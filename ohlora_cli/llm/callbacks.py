@@ -30,10 +30,10 @@ class StatsCallback(TrainerCallback):
 
 
 class RichProgressCallback(TrainerCallback):
-    """A rich progress bar on stderr instead of the Trainer's tqdm bars.
-
-    Redrawn from the training loop at most twice a second, with no refresh thread of its own
-    competing with the Trainer's Python loop for the GIL."""
+    """Progress on stderr instead of the Trainer's tqdm bars. On a terminal, a rich bar, redrawn from
+    the training loop at most twice a second, with no refresh thread of its own competing with the
+    Trainer's Python loop for the GIL. Elsewhere (a log file, a pipe), one plain line per logging
+    interval: step, epoch, loss, learning rate, tokens/s, ETA; no control characters."""
 
     REDRAW_S = 0.5
 
@@ -42,9 +42,18 @@ class RichProgressCallback(TrainerCallback):
         self.task = None
         self.last_loss: float | None = None
         self.drawn_at = 0.0
+        self.plain = False
+        self.started_at, self.start_step = 0.0, 0
+        self.logged_at, self.logged_tokens = 0.0, 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
+            return
+        now = time.monotonic()
+        self.started_at, self.start_step = now, state.global_step
+        self.logged_at, self.logged_tokens = now, state.num_input_tokens_seen or 0
+        self.plain = not err.is_terminal
+        if self.plain:
             return
         self.progress = Progress(
             TextColumn("[bold]train-llm[/bold]"), BarColumn(), MofNCompleteColumn(),
@@ -55,7 +64,7 @@ class RichProgressCallback(TrainerCallback):
         self.task = self.progress.add_task("steps", total=state.max_steps, completed=state.global_step,
                                            epoch=state.epoch or 0.0, loss="-")
         self.progress.start()
-        self.drawn_at = time.monotonic()
+        self.drawn_at = now
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.monotonic()
@@ -68,14 +77,54 @@ class RichProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.last_loss = float(logs["loss"])
-        if self.progress is not None and logs and "eval_loss" in logs:
-            self.progress.console.print(f"epoch {state.epoch:.2f}: eval_loss {logs['eval_loss']:.4f}",
-                                        highlight=False)
+            if self.plain and state.is_world_process_zero:
+                self.log_line(state, logs)
+        if logs and "eval_loss" in logs and state.is_world_process_zero and (self.plain or self.progress is not None):
+            line = f"epoch {state.epoch:.2f}: eval_loss {logs['eval_loss']:.4f}"
+            if self.progress is not None:
+                self.progress.console.print(line, highlight=False)
+            else:
+                print(f"train-llm  {line}", file=err.file, flush=True)
+
+    def log_line(self, state, logs: dict) -> None:
+        now = time.monotonic()
+        tokens = state.num_input_tokens_seen or 0
+        speed = (tokens - self.logged_tokens) / max(now - self.logged_at, 1e-6)
+        self.logged_at, self.logged_tokens = now, tokens
+        done = state.global_step - self.start_step
+        eta = (now - self.started_at) / done * (state.max_steps - state.global_step) if done > 0 else float("nan")
+        parts = ["train-llm", f"step {state.global_step}/{state.max_steps}", f"epoch {state.epoch or 0.0:.2f}",
+                 f"loss {logs['loss']:.4f}"]
+        if isinstance(logs.get("learning_rate"), (int, float)):
+            parts.append(f"lr {logs['learning_rate']:.3g}")
+        if tokens:
+            parts.append(f"{speed:.0f} tokens/s")
+        parts.append(f"ETA {_format_seconds(eta)}")
+        print("  ".join(parts), file=err.file, flush=True)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def _format_seconds(seconds: float) -> str:
+    """h:mm:ss, or '-' when unknown."""
+    if not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(max(seconds, 0)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ReportCallback(TrainerCallback):
+    """report.html rebuilt after logging intervals (throttled by ``runtime.report.ReportWriter``)."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero:
+            self.writer.maybe()
 
 
 class SampleCallback(TrainerCallback):

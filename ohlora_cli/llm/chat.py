@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInputError, CheckpointError
+from ..runtime.run import RECIPE
 from . import data as llm_data
 from .config import LlmRecipe
 
@@ -46,9 +47,9 @@ def run_recipe(run: str | Path) -> tuple[Path, LlmRecipe, str | None]:
     if not path.exists():
         raise BadInputError(f"{path}: no such folder", hint="Name the output_dir of an `ohlora train-llm` run.")
     named = None
-    if path.name in ("adapter", "merged") and (path.parent / "recipe.yaml").is_file():
+    if path.name in ("adapter", "merged") and (path.parent / RECIPE).is_file():
         path, named = path.parent, path.name
-    recipe_file = path / "recipe.yaml"
+    recipe_file = path / RECIPE
     if not path.is_dir() or not recipe_file.is_file():
         raise BadInputError(f"{path}: not an ohlora run folder (no recipe.yaml in it)",
                             hint="Name the output_dir of an `ohlora train-llm` run.")

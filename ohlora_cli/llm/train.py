@@ -17,9 +17,9 @@ from pathlib import Path
 
 from .. import recipes
 from ..console import info, out, warn
-from ..errors import CheckpointError, Interrupted, RecipeError, RunFailed
-from ..runtime import builds, dist, quiet
-from ..runtime.files import write_json, write_text
+from ..errors import Interrupted, RecipeError, RunFailed
+from ..runtime import dist
+from ..runtime.run import CHECKPOINTS, STATS, RunFolder, resuming
 from ..runtime.signals import StopRequest
 from ..runtime.trackers import TB_DIR, check_report_to
 from . import data as llm_data
@@ -125,13 +125,13 @@ def remove_stale(out_dir: Path) -> None:
     """A fresh start in an ohlora run folder with no complete checkpoint (a run that stopped before
     its first save): its partial Trainer checkpoints, stats and sample answers go, so they cannot mix
     with the new run's. Only those files are removed, by the names the run gives them."""
-    partial = [p for p in (out_dir / "checkpoints").glob("checkpoint-*")
+    partial = [p for p in (out_dir / CHECKPOINTS).glob("checkpoint-*")
                if p.is_dir() and p.name.split("-")[-1].isdigit() and not (p / "trainer_state.json").is_file()]
     if partial:
         warn(f"starting fresh: removing {len(partial)} incomplete checkpoint(s) in {out_dir / 'checkpoints'}")
     for folder in partial:
         shutil.rmtree(folder)
-    (out_dir / "stats.jsonl").unlink(missing_ok=True)
+    (out_dir / STATS).unlink(missing_ok=True)
     for sample in (out_dir / "samples").glob("epoch-*.jsonl"):
         sample.unlink()
 
@@ -144,19 +144,37 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """The optimizer step a Trainer checkpoint was saved at (its trainer_state.json), or None."""
+    import json
+
+    try:
+        return int(json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, merge: bool) -> None:
     """The training recipe, read top to bottom: setup / train / save / cleanup."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTTrainer
 
-    from .callbacks import RichProgressCallback, SampleCallback, StatsCallback, StopCallback
+    from ..runtime.report import ReportWriter
+    from .callbacks import (
+        ReportCallback,
+        RichProgressCallback,
+        SampleCallback,
+        StatsCallback,
+        StopCallback,
+    )
     from .generate import generate_answers
 
     # --- setup -------------------------------------------------------------------------------
     env = dist.dist_env()
-    out_dir = Path(cfg.output_dir)
-    ckpt_dir, samples_dir, stats_path = out_dir / "checkpoints", out_dir / "samples", out_dir / "stats.jsonl"
-    last = _open_run(cfg, out_dir, resume, env.is_main)
+    folder = RunFolder(cfg.output_dir)
+    out_dir = folder.path
+    ckpt_dir, samples_dir, stats_path = folder.checkpoints, out_dir / "samples", folder.stats
+    last = _open_run(cfg, folder, resume, env.is_main)
     model, tokenizer, source = _load_model(cfg, plan, train_rows + valid_rows)
     train_ds, valid_ds = _datasets(cfg, train_rows, valid_rows)
     args = _sft_config(cfg, plan, ckpt_dir, evaluate=valid_ds is not None)
@@ -171,6 +189,9 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
     end_marker, max_new = cfg.data.resolved_end_marker, cfg.generate.max_new_tokens
     trainer.add_callback(StatsCallback(stats_path))
     trainer.add_callback(RichProgressCallback())
+    reporter = ReportWriter(out_dir) if env.is_main else None
+    if reporter is not None:
+        trainer.add_callback(ReportCallback(reporter))
     if "tensorboard" in cfg.train.report_to and env.is_main:
         trainer.add_callback(_tensorboard_callback(out_dir / TB_DIR))
     if cfg.generate.every_epoch:
@@ -191,7 +212,9 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
 
     before = {}
     if env.is_main:
-        write_json(out_dir / "run.json", {**asdict(plan), **batch, "resumed_from": str(last) if last else None})
+        recipe_file = folder.latest_recipe() if resume else folder.recipe_path
+        folder.write_run_info({"kind": "llm", **asdict(plan), **batch, "recipe": recipe_file.name,
+                               "resumed_from": str(last) if last else None})
         if shown and not resume:
             before = answer_all()
 
@@ -220,27 +243,29 @@ def train(cfg: LlmRecipe, plan: Plan, train_rows, valid_rows, *, resume: bool, m
             merge_adapter(cfg, source, adapter_dir, out_dir / "merged", plan.precision)
         if shown:
             print_answers(shown, before, answer_all(), tiny=bool(cfg.model.tiny), train_rows=len(train_rows))
+        from ..console import say
+
+        say(f"report: {reporter.write()}")
 
     # --- cleanup -----------------------------------------------------------------------------
     dist.destroy_process_group()
 
 
-def _open_run(cfg: LlmRecipe, out_dir: Path, resume: bool, is_main: bool) -> Path | None:
-    """The checkpoint to resume from (checked), output_dir claimed, the resolved recipe written, and
-    a fresh start cleared of an earlier incomplete run's files; library output to train.log."""
+def _open_run(cfg: LlmRecipe, folder: RunFolder, resume: bool, is_main: bool) -> Path | None:
+    """The checkpoint to resume from (checked), and a fresh start cleared of an earlier incomplete
+    run's files; library output to train.log. (The command claimed the folder and wrote the recipe:
+    ``runtime.run``.)"""
     from ..runtime.seeding import seed_everything
 
-    ckpt_dir = out_dir / "checkpoints"
-    last = latest_checkpoint(ckpt_dir) if resume else None
-    if resume and last is None:
-        raise CheckpointError(f"--resume: no complete checkpoint in {ckpt_dir}",
-                              hint="Run without --resume to start fresh.")
+    last = folder.resume_point(latest_checkpoint(folder.checkpoints), resume=resume) if resume else None
+    if is_main and not folder.recipe_path.is_file():  # train() called from Python, not by the command
+        folder.open(recipes.dump(cfg), resume=resume, log=False)
     if is_main:
-        builds.claim_output_dir(out_dir)
-        write_text(out_dir / "recipe.yaml", recipes.dump(cfg))
-        if not resume:
-            remove_stale(out_dir)
-    quiet.log_to(out_dir / "train.log")
+        if last is not None:
+            resuming(last, checkpoint_step(last) or 0)
+        elif not resume:
+            remove_stale(folder.path)
+    folder.open_log()
     seed_everything(cfg.seed)
     return last
 
@@ -316,6 +341,7 @@ def _sft_config(cfg: LlmRecipe, plan: Plan, ckpt_dir: Path, *, evaluate: bool):
         save_strategy="epoch", save_total_limit=cfg.train.save_total_limit,
         max_length=cfg.data.max_length, completion_only_loss=True, packing=False,
         ddp_find_unused_parameters=False,
+        include_num_input_tokens_seen="non_padding",  # tokens/s in the progress lines and stats.jsonl
     )
     if args.n_gpu > 1:  # CUDA was initialised before one_gpu_unless_ddp could narrow it: stay on one GPU
         warn(f"{args.n_gpu} GPUs visible to one process: training on {args.device} only (never DataParallel)")

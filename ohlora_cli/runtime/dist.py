@@ -12,7 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from ..errors import Interrupted, RecipeError, RunFailed
+from ..errors import Interrupted, RankFailed, RecipeError
 
 
 @dataclass(frozen=True)
@@ -135,4 +135,5 @@ def relaunch(nproc: int, args: list[str]) -> None:
     if code == 2:
         raise RecipeError("the distributed run stopped on bad input (see the messages above)")
     if code:
-        raise RunFailed(f"the distributed run failed (torchrun exit code {code}); see the ranks' messages above")
+        raise RankFailed(f"the distributed run failed: a rank failed or was killed (torchrun exit code {code}); "
+                         "see the ranks' messages above")

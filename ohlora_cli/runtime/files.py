@@ -22,6 +22,10 @@ def atomic_path(path: str | os.PathLike):
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename in (tmp, str(tmp)):  # name the file being written, not its temporary twin
+            exc.filename = str(path)
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -34,8 +38,13 @@ def _umask() -> int:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    data = text.encode("utf-8")
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as exc:
+        exc.needed_bytes = len(data)  # what a fault message says the write needed
+        raise
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -45,5 +54,11 @@ def write_json(path: str | os.PathLike, obj) -> None:
 def append_jsonl(path: str | os.PathLike, obj) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(obj) + "\n")
+    line = json.dumps(obj) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+    except OSError as exc:
+        exc.filename = exc.filename or str(path)
+        exc.needed_bytes = len(line.encode("utf-8"))
+        raise

@@ -123,7 +123,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 def test_existing_run_needs_resume_and_resume_needs_a_checkpoint(tmp_path):
     recipe = tiny_recipe(tmp_path, kimg=0.008)
-    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+    with pytest.raises(CheckpointError, match="holds no complete checkpoint"):
         run(recipe, resume=True)
     run(recipe)
     with pytest.raises(RecipeError, match="already holds a run"):

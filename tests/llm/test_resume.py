@@ -50,16 +50,30 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path):
     assert again.exit_code == 2 and "already holds a run" in message and "--resume" in message
     assert (run / "checkpoints" / f"checkpoint-{stopped_at}" / "trainer_state.json").is_file()
 
-    result = CliRunner().invoke(app, ["train-llm", str(recipe), "--skip-doctor", "--resume",
-                                      "--set", f"train.max_steps={stopped_at + 4}",
-                                      "--set", "generate.every_epoch=false", "--set", "train.eval=false"])
+    resume = ["train-llm", str(recipe), "--skip-doctor", "--resume", "--set", f"train.max_steps={stopped_at + 4}",
+              "--set", "generate.every_epoch=false", "--set", "train.eval=false"]
+    result = CliRunner().invoke(app, resume)
     assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    assert f"resuming from checkpoint {run / 'checkpoints' / f'checkpoint-{stopped_at}'} (step {stopped_at})" in shown
+    # the changed recipe is listed and kept beside the first segment's, which stays as it was
+    assert f"train.max_steps 5000 -> {stopped_at + 4}" in shown and "recipe-resume-1.yaml" in shown
+    assert "max_steps: 5000" in (run / "recipe.yaml").read_text()
+    assert f"max_steps: {stopped_at + 4}" in (run / "recipe-resume-1.yaml").read_text()
     steps = logged_steps(run)
     after = steps[steps.index(stopped_at) + 1:] if stopped_at in steps else [s for s in steps if s > stopped_at]
     assert after == [stopped_at + 1, stopped_at + 2, stopped_at + 3, stopped_at + 4]
     plan = json.loads((run / "run.json").read_text())
     assert plan["resumed_from"].endswith(f"checkpoint-{stopped_at}")
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+    # resuming the finished run: said so, with how to train further; nothing trained or written
+    finished = CliRunner().invoke(app, resume)
+    shown = " ".join(finished.output.split())
+    assert finished.exit_code == 0, shown
+    assert "already finished" in shown and f"step {stopped_at + 4} of {stopped_at + 4}" in shown
+    assert "train.max_steps" in shown and "resuming from" not in shown
+    assert logged_steps(run) == steps and not (run / "recipe-resume-2.yaml").exists()
 
 
 def test_resume_without_checkpoint_is_bad_input(tmp_path):
