@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -145,6 +146,25 @@ def ask(child, question: str) -> str:
     return shown
 
 
+# x86-64 Linux system calls a terminal read waits in: read, poll, select, pselect6, ppoll
+WAITING_FOR_INPUT = {"0", "7", "23", "270", "271"}
+
+
+def wait_until_reading(child) -> None:
+    """Until the chat waits in the terminal read. A Ctrl-C that lands between the prompt and
+    readline's select() is only noted by Python's signal handler, and the select then never wakes
+    (a race in CPython's readline loop: microseconds for a person at a keyboard, seconds on a busy
+    machine, where it hung this test). /proc/PID/syscall names the call a process waits in."""
+    syscall = Path(f"/proc/{child.pid}/syscall")
+    if not syscall.exists():
+        return
+    for _ in range(int(HANG_S / 0.05)):
+        fields = syscall.read_text().split()
+        if fields and fields[0] in WAITING_FOR_INPUT:
+            return
+        time.sleep(0.05)
+
+
 def finished(child) -> int:
     child.expect(pexpect.EOF)
     child.close()
@@ -171,6 +191,7 @@ def test_interactive_session_through_a_pty(demo_run, trained_answers):
     assert finished(child) == 0
 
     child = spawn(demo_run)
+    wait_until_reading(child)
     child.sendintr()  # Ctrl-C at the prompt
     output = child.read()
     child.close()
