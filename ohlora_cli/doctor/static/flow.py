@@ -24,7 +24,11 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field, replace
 
+from ..registry import Assumption, Kind
 from . import library
+from .dtype import Meeting
+from .grad import Forward, Retention
+from .launch import Event, EventKind, Launcher, Placement
 from .project import ClassInfo, Module, Project, display, where
 from .values import (
     NONE,
@@ -79,47 +83,6 @@ BUILTINS = {
 }
 REST = "**"  # in kwargs: the value of the keys of a **mapping that could not be named
 MODULE_METHODS_SELF = {"to", "cuda", "cpu", "requires_grad_", "zero_grad", "apply", "share_memory", "compile"}
-
-
-@dataclass
-class Meeting:
-    site: str
-    origin: Origin
-    op: str
-    expr: str
-    stack: tuple
-    doubt: tuple = ()
-
-
-@dataclass
-class Forward:
-    site: str
-    label: str
-    stack: tuple
-    loop: str | None
-    buffers: list = field(default_factory=list)  # (site, buffer name) updated with a graph in train mode
-    eval_mode: bool = False
-    guess: str | None = None  # the module is a guess from this reason
-
-
-@dataclass
-class Retention:
-    site: str
-    text: str
-    stack: tuple
-    loop: str | None
-    grows: bool = True  # False: it spans a handful of known iterations inside one call
-
-
-@dataclass
-class Event:
-    kind: str  # "env-set", "cuda", "config", "placement"
-    site: str
-    stack: tuple
-    detail: str = ""
-    value: object = None  # env-set: the value (str) or None; config: (per_device, accumulation);
-    # placement: "8/4-bit" (the Trainer never wraps it in DataParallel), or "maybe" with the reason in detail
-    owner: str | None = None  # config: the module that builds it
 
 
 @dataclass
@@ -203,11 +166,11 @@ def _attr_key(node: ast.expr, value) -> str:
     return "*"
 
 
-def _model_name(expr: ast.expr) -> str | None:
+def _model_name(expr: ast.expr, site: str) -> Assumption | None:
     name = expr.id if isinstance(expr, ast.Name) else expr.attr if isinstance(expr, ast.Attribute) else ""
     lowered = name.lower()
     if lowered in MODEL_NAMES or lowered.endswith(("_model", "_net", "_generator", "_cnn")):
-        return f"`{ast.unparse(expr)}` is taken for a model from its name (its value is not visible)"
+        return Assumption(Kind.MODEL_NAME, site, ast.unparse(expr))
     return None
 
 
@@ -222,8 +185,8 @@ class Interpreter:
         self.feeds: dict[str, set] = {}  # forward site -> forward sites whose outputs it consumed
         self.retentions: dict[str, Retention] = {}
         self.timeline: list[Event] = []
-        self.launcher: tuple[str, str] | None = None  # (site, what): one process per GPU, on every path
-        self.maybe_launcher: tuple[str, str, str] | None = None  # (site, what, branch): on one side of an `if`
+        self.launcher: Launcher | None = None  # one process per GPU, on every path
+        self.maybe_launcher: Launcher | None = None  # on one side of an `if`
         self.default_dtype = "f32"
         self.default_set_at: str | None = None
         self.analysed: set = set()
@@ -366,9 +329,9 @@ class Interpreter:
         on_true, on_false = self._narrowing(stmt.test, frame)
         site = where(frame.module, stmt)
         return self._branches(frame, [(stmt.body, on_true), (stmt.orelse, on_false)],
-                              f"the side of the `if` at {site} that leaves it float64 is the one taken", site)
+                              Assumption(Kind.BRANCH, site), site)
 
-    def _branches(self, frame: Frame, branches: list, why: str, site: str) -> bool:
+    def _branches(self, frame: Frame, branches: list, why: Assumption, site: str) -> bool:
         """Run each (body, narrowed names) from the same state; join what the paths that fall through
         leave behind. The frame keeps its locals dict (module globals and closures point at it).
         ``site``: the statement that chooses (what runs inside is on one side of it)."""
@@ -435,8 +398,7 @@ class Interpreter:
         if not any(isinstance(case.pattern, ast.MatchAs) and case.pattern.pattern is None for case in stmt.cases):
             branches.append(([], {}))
         site = where(frame.module, stmt)
-        return self._branches(frame, branches, f"the case of the `match` at {site} that leaves it float64 is the one taken",
-                              site)
+        return self._branches(frame, branches, Assumption(Kind.BRANCH, site), site)
 
     def _loop(self, stmt, frame: Frame, bind) -> None:
         saved = self.state
@@ -766,12 +728,10 @@ class Interpreter:
         if branch is not None:
             return self.eval(node.body if branch else node.orelse, frame)
         return join(self.eval(node.body, frame), self.eval(node.orelse, frame),
-                    f"the side of the conditional at {where(frame.module, node)} that gives float64 is the one taken")
+                    Assumption(Kind.BRANCH, where(frame.module, node)))
 
     def _expr_BoolOp(self, node: ast.BoolOp, frame: Frame):
-        return join_all((self.eval(v, frame) for v in node.values),
-                        f"the `{'and' if isinstance(node.op, ast.And) else 'or'}` at {where(frame.module, node)} "
-                        f"gives its float64 operand")
+        return join_all((self.eval(v, frame) for v in node.values), Assumption(Kind.BRANCH, where(frame.module, node)))
 
     def _expr_Compare(self, node: ast.Compare, frame: Frame):
         self.eval(node.left, frame)
@@ -947,7 +907,7 @@ class Interpreter:
         if isinstance(value, DictV):
             if isinstance(node.slice, ast.Constant):
                 return value.get(key)
-            return join_all(value.values(), f"`{ast.unparse(node)}` reads one of the float64 entries")
+            return join_all(value.values(), Assumption(Kind.ELEMENT, where(frame.module, node)))
         if isinstance(value, T):
             return self._index_tensor(value, node, frame)
         if isinstance(value, Dataset):
@@ -1068,7 +1028,7 @@ class Interpreter:
             return self.library(callee.qualname, node, frame)
         args, kwargs = self.arguments(node, frame)
         if isinstance(callee, Unknown):
-            guess = _model_name(node.func)
+            guess = _model_name(node.func, where(frame.module, node))
             if guess:
                 return self.call_module(Mod(label=ast.unparse(node.func), guess=guess), args, kwargs, node, frame)
             return self._unseen(args, kwargs, node, frame)
@@ -1209,7 +1169,8 @@ class Interpreter:
             self._active.pop()
             self.state = saved
         name = getattr(node, "name", "lambda")
-        result = join_all(frame.returns, f"{name}() returns through one of its float64 returns") if frame.returns else NONE
+        result = join_all(frame.returns, Assumption(Kind.RETURN, where(module, node), f"{name}()")) \
+            if frame.returns else NONE
         if decorated_no_grad or self.state.no_grad:
             result = drop_graph(result)
         if key is not None:
@@ -1380,9 +1341,10 @@ class Interpreter:
 
     def _list_method(self, owner, name, args, node, frame: Frame, receiver):
         if name in ("append", "add", "insert") and args:
-            updated = Items(join(element(owner), args[-1], "the float64 elements are the ones used"))
+            updated = Items(join(element(owner), args[-1], Assumption(Kind.ELEMENT, where(frame.module, node))))
         elif name == "extend" and args:
-            updated = Items(join(element(owner), self.iterate(args[0]), "the float64 elements are the ones used"))
+            updated = Items(join(element(owner), self.iterate(args[0]),
+                                 Assumption(Kind.ELEMENT, where(frame.module, node))))
         elif name in ("pop", "__getitem__"):
             return element(owner)
         elif name in ("copy",):
@@ -1398,9 +1360,9 @@ class Interpreter:
     def _dict_method(self, owner: DictV, name, args, kwargs, node, frame: Frame, receiver):
         if name == "items":
             keys = [Const(k) for k, _ in owner.items] or [UNKNOWN]
-            return Items(Seq((join_all(keys), join_all(owner.values(), "the float64 entries are the ones used"))))
+            return Items(Seq((join_all(keys), join_all(owner.values(), Assumption(Kind.ELEMENT, where(frame.module, node))))))
         if name == "values":
-            return Items(join_all(owner.values(), "the float64 entries are the ones used"))
+            return Items(join_all(owner.values(), Assumption(Kind.ELEMENT, where(frame.module, node))))
         if name == "keys":
             return Items(join_all([Const(k) for k, _ in owner.items]))
         if name in ("get", "pop", "setdefault"):
@@ -1530,7 +1492,8 @@ class Interpreter:
     def default_tensor(self, site: str, name: str) -> T:
         if self.default_dtype == "f64":
             return T("tensor", "f64", Origin(site, f"`{name}(...)` is float64 (torch.set_default_dtype(torch.float64) "
-                                                   f"at {self.default_set_at})", "dtype=torch.float32"))
+                                                   f"at {self.default_set_at})", "dtype=torch.float32",
+                                             self.default_set_at))
         return T("tensor", self.default_dtype)
 
     def to_tensor(self, value, site: str):
@@ -1678,17 +1641,17 @@ class Interpreter:
 
     def env_set(self, node, frame: Frame, value) -> None:
         text = value.value if isinstance(value, Const) and isinstance(value.value, str) else None
-        self.timeline.append(Event("env-set", where(frame.module, node), self.state.stack, value=text))
+        self.timeline.append(Event(EventKind.ENV_SET, where(frame.module, node), self.state.stack, env_value=text))
 
     def cuda_event(self, node, frame: Frame, detail: str) -> None:
-        self.timeline.append(Event("cuda", where(frame.module, node), self.state.stack, detail))
+        self.timeline.append(Event(EventKind.CUDA, where(frame.module, node), self.state.stack, detail))
 
     def launched(self, node, frame: Frame, what: str) -> None:
         site = where(frame.module, node)
         if self.state.branch is None:
-            self.launcher = self.launcher or (site, what)
+            self.launcher = self.launcher or Launcher(site, what)
         elif self.maybe_launcher is None:
-            self.maybe_launcher = (site, what, self.state.branch)
+            self.maybe_launcher = Launcher(site, what, self.state.branch)
 
     def config_event(self, node: ast.Call, frame: Frame, cls: str, *, from_cli: bool = False) -> None:
         """A TrainingArguments / SFTConfig built here; ``from_cli``: by an argument parser, so its
@@ -1700,8 +1663,9 @@ class Interpreter:
                 per_device = value
             elif kw.arg == "gradient_accumulation_steps" and value is not None:
                 accumulation = value
-        self.timeline.append(Event("config", where(frame.module, node), self.state.stack, cls,
-                                   (per_device, accumulation), owner=display(frame.module.path)))
+        self.timeline.append(Event(EventKind.CONFIG, where(frame.module, node), self.state.stack, cls,
+                                   per_device=per_device, accumulation=accumulation,
+                                   owner=display(frame.module.path)))
 
     def placement_event(self, node: ast.Call, frame: Frame) -> None:
         """A pretrained model loaded in 8/4-bit or placed by ``device_map``: transformers' Trainer
@@ -1710,15 +1674,16 @@ class Interpreter:
         keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
         quantized = [k for k in ("load_in_8bit", "load_in_4bit") if k in keywords]
         if any(_const(keywords[k]) is True for k in quantized):
-            value, detail = "8/4-bit", "loaded in 8/4-bit"
+            value, detail = Placement.QUANTIZED, "loaded in 8/4-bit"
         elif quantized or "quantization_config" in keywords:
-            value, detail = "maybe", "the model may be loaded quantized (never wrapped in DataParallel)"
+            value, detail = Placement.MAYBE, "the model may be loaded quantized (never wrapped in DataParallel)"
         elif "device_map" in keywords and _const(keywords["device_map"]) not in ("cpu", None) \
                 and not isinstance(_const(keywords["device_map"]), int):
-            value, detail = "maybe", "device_map may spread the model over several GPUs (model-parallel: no DataParallel)"
+            value, detail = Placement.MAYBE, "device_map may spread the model over several GPUs (model-parallel: no DataParallel)"
         else:
             return
-        self.timeline.append(Event("placement", where(frame.module, node), self.state.stack, detail, value))
+        self.timeline.append(Event(EventKind.PLACEMENT, where(frame.module, node), self.state.stack, detail,
+                                   placement=value))
 
     def _int_value(self, expr: ast.expr, frame: Frame) -> int | None:
         value = _const(expr)
@@ -1750,7 +1715,7 @@ class Interpreter:
         site = where(module, stmt)
         for name in names:
             if name.split(".")[0] == "unsloth":
-                self.timeline.append(Event("cuda", site, self.state.stack, "import unsloth"))
+                self.timeline.append(Event(EventKind.CUDA, site, self.state.stack, "import unsloth"))
             local = self.project.modules.get(name)
             if local is not None and local not in self.globals:
                 # Importing a package runs its __init__ first.

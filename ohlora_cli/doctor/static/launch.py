@@ -1,0 +1,195 @@
+"""multi-gpu-batch and cuda-visible-devices-late: how the script is launched and which GPUs it sees.
+
+Facts: a ``timeline`` of ``Event`` s in execution order (``CUDA_VISIBLE_DEVICES`` assignments, the
+first things that touch CUDA, TrainingArguments / SFTConfig constructions, model placements), and
+``Launcher`` s: signs that the script runs one process per GPU (on every path, or on one side of an
+``if``). The checks turn them into findings whose chain is data (config, env-set, cuda-init ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from ..registry import (
+    Assumption,
+    Check,
+    Context,
+    Finding,
+    Kind,
+    Role,
+    Status,
+    Step,
+    assumed,
+    decide,
+    reached,
+)
+
+
+class EventKind(Enum):
+    ENV_SET = "env-set"  # CUDA_VISIBLE_DEVICES assigned
+    CUDA = "cuda"  # something touches CUDA (is_available, .cuda(), import unsloth ...)
+    CONFIG = "config"  # a TrainingArguments / SFTConfig built
+    PLACEMENT = "placement"  # a pretrained model loaded quantized or with a device_map
+
+
+class Placement(Enum):
+    QUANTIZED = "8/4-bit"  # definitely: the Trainer never wraps it in DataParallel
+    MAYBE = "maybe"  # quantized or spread over the GPUs, perhaps (the reason in ``detail``)
+
+
+@dataclass
+class Event:
+    kind: EventKind
+    site: str
+    stack: tuple
+    detail: str = ""  # config: the class; cuda: what touches it; placement: why
+    env_value: str | None = None  # env-set: the value, None when not known
+    per_device: int | None = None  # config: None when an argument parser gives it
+    accumulation: int = 1
+    placement: Placement | None = None
+    owner: str | None = None  # config: the module that builds it
+
+    def steps(self, role: Role, what: str = "") -> list[Step]:
+        return [*(Step(site, Role.PASSES) for site in self.stack), Step(self.site, role, what or self.detail)]
+
+
+@dataclass(frozen=True)
+class Launcher:
+    site: str
+    what: str
+    branch: str | None = None  # the `if` one side of which starts one process per GPU; None: every path
+
+
+def _devices(value: str | None) -> int | None:
+    if value is None:
+        return None
+    return len([part for part in value.split(",") if part.strip()])
+
+
+def effective_env(timeline: list[Event]) -> Event | None:
+    """The CUDA_VISIBLE_DEVICES assignment that takes effect: one made before CUDA is touched."""
+    for event in timeline:
+        if event.kind in (EventKind.CUDA, EventKind.CONFIG):
+            return None
+        if event.kind is EventKind.ENV_SET:
+            return event
+    return None
+
+
+def _figures(event: Event, visible: int | None) -> str:
+    per_device, accumulation = event.per_device, event.accumulation
+    if visible is None:
+        example = (f"with 2 GPUs, {per_device} becomes {2 * per_device}" if per_device is not None
+                   else "with 2 GPUs, the batch given on the command line doubles")
+        return (f"the Trainer uses DataParallel over every visible GPU, so train_batch_size = "
+                f"{per_device or 'per_device_train_batch_size'} x N GPUs ({example})")
+    if per_device is None:
+        return (f"train_batch_size = per_device_train_batch_size x {visible} per step (DataParallel), "
+                f"{visible} times the batch given on the command line")
+    return (f"train_batch_size = {per_device} x {visible} = {per_device * visible} per step (DataParallel), "
+            f"{per_device * visible * accumulation} per optimizer step instead of {per_device * accumulation}")
+
+
+def render_batch(event: Event, visible: int | None, evidence: list[Step], assumptions: list[Assumption]) -> str:
+    config = next(s for s in evidence if s.role is Role.CONFIG)
+    parser = " by an argument parser" if event.per_device is None else ""
+    launch = next((s for s in evidence if s.role is Role.LAUNCH), None)
+    head = f"{config.what} built{parser} at {config.where}{reached(evidence)}"
+    if launch is not None:
+        return (f"{head}: one process per GPU only on one side of an `if` ({launch.what} at {launch.where}); "
+                f"launched with plain `python` on several GPUs, the Trainer uses DataParallel and multiplies the "
+                f"per-device batch by the number of GPUs.{assumed(assumptions)}")
+    head += ", script run with plain `python`"
+    if visible is not None:
+        head += f", {visible} visible GPUs"
+    return f"{head}: {_figures(event, visible)}.{assumed(assumptions)}"
+
+
+class MultiGpuBatch(Check):
+    id = "multi-gpu-batch"
+    title = "Trainer batch silently multiplied by the visible GPUs"
+    scopes = ("script",)
+
+    def __init__(self, analysis: Callable):
+        self.analysis = analysis
+
+    def run(self, ctx: Context) -> list[Finding]:
+        result = self.analysis(ctx)
+        timeline = result.timeline
+        configs = list({e.site: e for e in timeline if e.kind is EventKind.CONFIG}.values())
+        if not configs or result.launcher:
+            return []  # one process per GPU (torchrun, accelerate, mp.spawn, deepspeed, Lightning): no DataParallel
+        placements = [e for e in timeline if e.kind is EventKind.PLACEMENT]
+        if any(e.placement is Placement.QUANTIZED for e in placements):
+            return []  # the Trainer never wraps an 8/4-bit model in DataParallel
+        maybe = next((e for e in placements if e.placement is Placement.MAYBE), None)
+        pinned = effective_env(timeline)
+        visible = _devices(pinned.env_value) if pinned is not None else ctx.gpus
+        if visible is not None and visible <= 1:
+            return []
+        findings = []
+        for event in {e.detail: e for e in reversed(configs)}.values():  # the first of each config class
+            evidence, assumptions = event.steps(Role.CONFIG), []
+            if pinned is not None:
+                evidence.insert(0, Step(pinned.site, Role.ENV_SET, f"CUDA_VISIBLE_DEVICES={pinned.env_value}"))
+            if result.maybe_launcher is not None:
+                launcher = result.maybe_launcher
+                evidence.append(Step(launcher.site, Role.LAUNCH, launcher.what))
+                assumptions.append(Assumption(Kind.LAUNCH_COMMAND, launcher.branch))
+            elif visible is None:
+                assumptions.append(Assumption(Kind.GPU_COUNT))
+            elif maybe is not None:
+                assumptions.append(Assumption(Kind.PLACEMENT, maybe.site, maybe.detail))
+            findings.append(self.finding(decide(Status.FAIL, assumptions),
+                                         render_batch(event, visible, evidence, assumptions), where=event.site,
+                                         hint=self._hint(event, result.maybe_launcher, visible),
+                                         evidence=evidence, assumptions=assumptions))
+        return findings
+
+    @staticmethod
+    def _hint(event: Event, launcher: Launcher | None, visible: int | None) -> str:
+        if launcher is not None:
+            return ("Launch with `torchrun --nproc_per_node N` (or the launcher the script documents), or make one "
+                    "GPU visible.")
+        fix = (f"Launch with `torchrun --nproc_per_node N`, or set CUDA_VISIBLE_DEVICES first thing in "
+               f"{event.owner} (before the {event.detail} is built).")
+        return f"Pass --gpus N to check a plan. {fix}" if visible is None else fix
+
+
+class CudaVisibleDevicesLate(Check):
+    id = "cuda-visible-devices-late"
+    title = "CUDA_VISIBLE_DEVICES set after it can take effect"
+    scopes = ("script",)
+
+    def __init__(self, analysis: Callable):
+        self.analysis = analysis
+
+    def run(self, ctx: Context) -> list[Finding]:
+        timeline = self.analysis(ctx).timeline
+        findings, seen = [], set()
+        effective = effective_env(timeline)
+        lock = None
+        for event in timeline:
+            if event.kind in (EventKind.CUDA, EventKind.CONFIG) and lock is None:
+                lock = event
+            if event.kind is not EventKind.ENV_SET or lock is None or event.site in seen:
+                continue
+            seen.add(event.site)
+            if effective is not None and effective.env_value is not None and effective.env_value == event.env_value:
+                continue  # repeats a value that already took effect
+            findings.append(self._late(event, lock))
+        return findings
+
+    def _late(self, event: Event, lock: Event) -> Finding:
+        config = lock.kind is EventKind.CONFIG
+        first = lock.steps(Role.CONFIG if config else Role.CUDA_INIT)
+        late = event.steps(Role.ENV_SET, "CUDA_VISIBLE_DEVICES")
+        what = f"the {lock.detail} built" if config else lock.detail
+        owner = lock.owner or lock.site.rsplit(":", 1)[0]
+        message = (f"CUDA_VISIBLE_DEVICES is set at {event.site}{reached(late)}, after {what} at {lock.site}"
+                   f"{reached(first)}: by then the number of GPUs is fixed, so the setting has no effect.")
+        hint = (f"Set os.environ['CUDA_VISIBLE_DEVICES'] before anything touches CUDA: first thing in {owner}, above "
+                f"line {lock.site.rsplit(':', 1)[1]} (after a bare `import torch` is fine), or export it in the shell.")
+        return self.finding(Status.FAIL, message, where=event.site, hint=hint, evidence=[*first, *late])
