@@ -5,18 +5,12 @@ module's top level at that point, calls to local functions and methods are follo
 abstract values of their arguments), loop bodies run twice, both sides of an ``if`` run and their
 variables are joined where the paths meet (a ``return``, ``raise``, ``break`` or ``continue`` ends a
 path; ``x is None`` and ``isinstance`` tests narrow ``x`` on each side). Library calls follow the
-table in ``library.py``. On the way it records what the checks need:
-
-- ``meetings``: a float64 tensor reaching float32 model code (nn.Linear/conv modules, ``matmul`` /
-  ``@`` / ``F.linear`` with a float32 weight), with the float64's birth and the assumptions the
-  chain rests on (none: a definite chain);
-- ``forwards``: forward passes of a model that repeat (in a loop, or in a callback) with gradients
-  enabled; ``training_sites``: the forward passes whose graph may reach ``.backward()``;
-  ``escapes``: forward passes whose output went into code the analysis cannot see;
-  ``retentions``: graph-carrying tensors kept across iterations (``losses.append(loss)``);
-- ``timeline``: in execution order, ``CUDA_VISIBLE_DEVICES`` assignments, the first CUDA queries,
-  and TrainingArguments / SFTConfig constructions; ``launcher``: the first sign that the script is
-  meant to run one process per GPU (torchrun, accelerate, mp.spawn, deepspeed, Lightning).
+table in ``library.py``. It knows Python, torch's grad modes and the values in ``values.py``; what
+the checks need is recorded on the way by the check families' own modules, each into its facts:
+``self.dtype`` (dtype.py: float64 meeting float32 model code), ``self.grad`` (grad.py: repeated
+forwards with autograd on, what reaches ``.backward()``, graphs kept across iterations) and
+``self.launch`` (launch.py: the timeline of CUDA_VISIBLE_DEVICES, CUDA use, Trainer configs and
+launchers). Library rules call those modules too.
 """
 
 from __future__ import annotations
@@ -25,10 +19,10 @@ import ast
 from dataclasses import dataclass, field, replace
 
 from ..registry import Assumption, Kind
+from . import dtype as dtype_facts
+from . import grad as grad_facts
+from . import launch as launch_facts
 from . import library
-from .dtype import Meeting
-from .grad import Forward, Retention
-from .launch import Event, EventKind, Launcher, Placement
 from .project import ClassInfo, Module, Project, display, where
 from .values import (
     NONE,
@@ -178,15 +172,10 @@ class Interpreter:
     def __init__(self, project: Project):
         self.project = project
         self.globals: dict[Module, dict] = {}
-        self.meetings: dict[tuple, Meeting] = {}
-        self.forwards: dict[str, Forward] = {}
-        self.training_sites: set[str] = set()
-        self.escapes: dict[str, str] = {}  # forward site -> where its output went out of sight
-        self.feeds: dict[str, set] = {}  # forward site -> forward sites whose outputs it consumed
-        self.retentions: dict[str, Retention] = {}
-        self.timeline: list[Event] = []
-        self.launcher: Launcher | None = None  # one process per GPU, on every path
-        self.maybe_launcher: Launcher | None = None  # on one side of an `if`
+        # What the check families record on the way (each module owns its facts and their meaning).
+        self.dtype = dtype_facts.Facts()
+        self.grad = grad_facts.Facts()
+        self.launch = launch_facts.Facts()
         self.default_dtype = "f32"
         self.default_set_at: str | None = None
         self.analysed: set = set()
@@ -207,18 +196,6 @@ class Interpreter:
                 if any(b.rsplit(".", 1)[-1].endswith("Callback") for b in self.project.library_bases(info)):
                     self._run_callbacks(info)
         return self
-
-    def trained(self) -> set[str]:
-        """Forward sites that are part of training: their graph may reach .backward(), or their output
-        (even detached, like a GAN's ``D(fake.detach())``) feeds a forward pass that does."""
-        trained = set(self.training_sites)
-        todo = list(trained)
-        while todo:
-            for source in self.feeds.get(todo.pop(), ()):
-                if source not in trained:
-                    trained.add(source)
-                    todo.append(source)
-        return trained
 
     def _run_callbacks(self, info: ClassInfo) -> None:
         """A Trainer callback's ``on_*`` methods run again and again, and get the Trainer's model."""
@@ -282,7 +259,7 @@ class Interpreter:
         value = self.eval(stmt.value, frame)
         current = self.eval(stmt.target, frame)
         if self._persists(stmt.target, frame):
-            value = self._check_retention(value, stmt, frame, ast.unparse(stmt), self._grows(stmt.target, frame))
+            value = self._keep(value, stmt, frame, ast.unparse(stmt), self._grows(stmt.target, frame))
         self.assign(stmt.target, self.binop(current, value, stmt, stmt.op, frame), frame, stmt)
 
     def _stmt_Import(self, stmt, frame: Frame):
@@ -587,7 +564,7 @@ class Interpreter:
         key = _const(target.slice)
         if base == "os.environ":
             if key == library.CVD:
-                self.env_set(stmt, frame, value)
+                launch_facts.env_set(self.launch, where(frame.module, stmt), self.state.stack, value)
             return
         container = self.eval(target.value, frame)
         if isinstance(container, DictV):
@@ -892,7 +869,8 @@ class Interpreter:
         base = self.project.qualname(frame.module, node.value)
         key = _const(node.slice)
         if base == "os.environ" and key in library.DIST_MARKERS:
-            self.launched(node, frame, f"reads {key} (set by torchrun)")
+            launch_facts.launched(self.launch, where(frame.module, node), f"reads {key} (set by torchrun)",
+                                  self.state.branch)
         value = self.eval(node.value, frame)
         self.eval(node.slice, frame)
         is_slice = isinstance(node.slice, ast.Slice)
@@ -977,24 +955,8 @@ class Interpreter:
         src = frozenset().union(*(v.src for v in tensors))
         return T("tensor", dtype, f64.origin if f64 else None, f64.doubt if f64 else (), req, grads, src=src)
 
-    # -- float64 meets float32 -----------------------------------------------------------------
-
     def meet(self, a, b, node: ast.AST, frame: Frame, op: str, exprs: tuple = ()) -> None:
-        for i, (x, y) in enumerate(((a, b), (b, a))):
-            if (isinstance(x, T) and x.kind == "tensor" and x.f64 and isinstance(y, T) and y.kind == "tensor"
-                    and y.dtype == "f32"):
-                weight = f" float32 nn.Parameter '{y.param}'" if y.param else " a float32 tensor"
-                expr = exprs[i] if i < len(exprs) else ""
-                self._meeting(x, node, frame, f"{op} with{weight}", expr)
-
-    def _meeting(self, value: T, node: ast.AST, frame: Frame, op: str, expr: str, doubt: tuple = ()) -> None:
-        site = where(frame.module, node)
-        origin = value.origin or Origin(site, "a float64 tensor", "x.float()")
-        key = (origin.where, site)
-        doubt = tuple(dict.fromkeys(value.doubt + doubt))
-        known = self.meetings.get(key)
-        if known is None or (known.doubt and not doubt):
-            self.meetings[key] = Meeting(site, origin, op, expr, self.state.stack, doubt)
+        dtype_facts.meet(self.dtype, a, b, where(frame.module, node), self.state.stack, op, exprs)
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -1058,8 +1020,7 @@ class Interpreter:
         return opaque(values)
 
     def _escape(self, value, node: ast.AST, frame: Frame) -> None:
-        for site in graph_of(value)[1]:
-            self.escapes.setdefault(site, where(frame.module, node))
+        grad_facts.escape(self.grad, value, where(frame.module, node))
 
     def library(self, name: str, node: ast.Call, frame: Frame):
         args, kwargs = self.arguments(node, frame)
@@ -1077,7 +1038,8 @@ class Interpreter:
         else:
             value = Inst(obj)
         if any(map(library.is_training_config, bases)):  # class OurTrainingArguments(TrainingArguments)
-            self.config_event(node, frame, info.name)
+            launch_facts.config(self.launch, node, where(frame.module, node), self.state.stack, info.name,
+                                display(frame.module.path), lambda expr: self._int_value(expr, frame))
         init = project.find_method(info, "__init__")
         if init is not None:
             self.call_function(init[0].module, init[1], args, kwargs, value, where(frame.module, node))
@@ -1089,14 +1051,12 @@ class Interpreter:
         site = where(frame.module, node)
         outer = self.state.in_forward == 0 and not self.state.no_grad
         if outer and self.state.repeated and not mod.loss and mod.parametric:
-            self.forwards.setdefault(site, Forward(
-                site, ast.unparse(node.func) if isinstance(node, ast.Call) else mod.label, self.state.stack,
-                self.state.loop, eval_mode=mod.obj is not None and not mod.obj.training, guess=mod.guess))
+            grad_facts.forward(self.grad, site, ast.unparse(node.func) if isinstance(node, ast.Call) else mod.label,
+                         self.state, eval_mode=mod.obj is not None and not mod.obj.training, guess=mod.guess)
         saved = self.state
         if outer:
             self.state = replace(saved, outer=site)
-            for value in [*args, *kwargs.values()]:
-                self.feeds.setdefault(site, set()).update(sources_of(value))
+            grad_facts.feeds(self.grad, site, [*args, *kwargs.values()])
         result = None
         if mod.obj is not None:
             found = self.project.find_method(mod.obj.cls, "forward")
@@ -1118,12 +1078,12 @@ class Interpreter:
     def _library_forward(self, mod: Mod, args, kwargs, node: ast.AST, frame: Frame):
         """What a library module's forward gives: its weights' dtype, the graphs of its inputs."""
         if mod.parametric and not mod.loss and not mod.is_f64:
-            nodes = node.args if isinstance(node, ast.Call) else []
-            for i, arg in enumerate(args):
-                if isinstance(arg, T) and arg.kind == "tensor" and arg.f64:
-                    expr = ast.unparse(nodes[i]) if i < len(nodes) else ""
-                    self._meeting(arg, node, frame, f"{mod.label} with float32 weights", expr,
-                                  (mod.guess,) if mod.guess else ())
+            exprs = [ast.unparse(n) for n in node.args] if isinstance(node, ast.Call) else []
+            dtype_facts.weights(self.dtype, mod.label, mod.guess, args, exprs, where(frame.module, node), self.state.stack)
+        if mod.loss and mod.builtin:
+            exprs = [ast.unparse(n) for n in node.args] if isinstance(node, ast.Call) else []
+            dtype_facts.loss(self.dtype, mod.builtin, args, kwargs, exprs, where(frame.module, node), self.state.stack,
+                             weight=mod.weight)
         values = [v for v in [*args, *kwargs.values()] if isinstance(v, T)]
         req, grads = False, frozenset()
         for v in [*args, *kwargs.values()]:
@@ -1240,7 +1200,7 @@ class Interpreter:
         return self._unseen(args, kwargs, node, frame)
 
     def _backward(self, owner, args, node, frame: Frame, receiver):
-        self.trains(Seq((owner, *args)))  # loss.backward(), or engine.backward(loss)
+        grad_facts.trains(self.grad, Seq((owner, *args)))  # loss.backward(), or engine.backward(loss)
         if isinstance(owner, T) and not owner.req and isinstance(receiver, (ast.Name, ast.Attribute)):
             # .backward() raises on a tensor without a graph: past this line it certainly has one.
             self.assign(receiver, replace(owner, req=True), frame, node)
@@ -1252,10 +1212,11 @@ class Interpreter:
         if isinstance(node, ast.Call):
             self._inplace_buffer(node, frame, args)
             if name == "cuda" or (name == "to" and self._cuda_arg(node, frame)):
-                self.cuda_event(node, frame, f".{name}({'cuda' if name == 'to' else ''})")
+                launch_facts.cuda(self.launch, where(frame.module, node), self.state.stack,
+                                  f".{name}({'cuda' if name == 'to' else ''})")
         if name in ("append", "extend", "insert", "add") and args and receiver is not None \
                 and self._persists(receiver, frame):
-            kept = self._check_retention(args[-1], node, frame, ast.unparse(node), self._grows(receiver, frame))
+            kept = self._keep(args[-1], node, frame, ast.unparse(node), self._grows(receiver, frame))
             args = [*args[:-1], kept]
         return args
 
@@ -1577,19 +1538,14 @@ class Interpreter:
             return self.dataset_item(value, None, None)
         return UNKNOWN
 
-    # -- events --------------------------------------------------------------------------------
-
-    def trains(self, value) -> None:
-        """``value`` reaches .backward(): the forwards whose graph it may carry are training, and so are
-        those whose detached outputs went into it (a target ``D(fake.detach())``, ``vgg(real).detach()``)."""
-        self.training_sites |= graph_of(value)[1] | sources_of(value)
+    # -- what the check families record -------------------------------------------------------
 
     def _buffer_update(self, obj: Obj, name: str, value, stmt, frame: Frame) -> None:
         if name not in obj.buffers or self.state.no_grad or not self.state.in_forward:
             return
         req, _ = graph_of(value)
-        if req and self.state.outer in self.forwards:
-            self.forwards[self.state.outer].buffers.append((where(frame.module, stmt), name))
+        if req:
+            grad_facts.buffer_update(self.grad, self.state.outer, where(frame.module, stmt), name)
 
     def _inplace_buffer(self, node: ast.Call, frame: Frame, args) -> None:
         func = node.func
@@ -1626,64 +1582,10 @@ class Interpreter:
                 return True
         return False
 
-    def _check_retention(self, value, node, frame: Frame, text: str, grows: bool):
-        """A graph-carrying value kept in an accumulator that outlives the iteration: recorded, and
-        returned tagged (``keep:<site>``) so that an accumulator that later reaches .backward() (a loss
-        summed over layers or tasks) is known to be part of training, not a leak."""
-        req, _ = graph_of(value)
-        if not (req and not self.state.no_grad and self.state.repeated and not self.state.in_forward):
-            return value
-        if isinstance(value, T) and value.param is not None and not value.grads:
-            return value  # an nn.Parameter is a leaf: keeping one keeps the weight, not a graph
-        site = where(frame.module, node)
-        self.retentions.setdefault(site, Retention(site, text, self.state.stack, self.state.loop, grows))
-        return _tag(value, f"keep:{site}")
-
-    def env_set(self, node, frame: Frame, value) -> None:
-        text = value.value if isinstance(value, Const) and isinstance(value.value, str) else None
-        self.timeline.append(Event(EventKind.ENV_SET, where(frame.module, node), self.state.stack, env_value=text))
-
-    def cuda_event(self, node, frame: Frame, detail: str) -> None:
-        self.timeline.append(Event(EventKind.CUDA, where(frame.module, node), self.state.stack, detail))
-
-    def launched(self, node, frame: Frame, what: str) -> None:
-        site = where(frame.module, node)
-        if self.state.branch is None:
-            self.launcher = self.launcher or Launcher(site, what)
-        elif self.maybe_launcher is None:
-            self.maybe_launcher = Launcher(site, what, self.state.branch)
-
-    def config_event(self, node: ast.Call, frame: Frame, cls: str, *, from_cli: bool = False) -> None:
-        """A TrainingArguments / SFTConfig built here; ``from_cli``: by an argument parser, so its
-        per-device batch comes from the command line (None)."""
-        per_device, accumulation = (None, 1) if from_cli else (8, 1)
-        for kw in node.keywords:
-            value = self._int_value(kw.value, frame)
-            if kw.arg == "per_device_train_batch_size" and value is not None:
-                per_device = value
-            elif kw.arg == "gradient_accumulation_steps" and value is not None:
-                accumulation = value
-        self.timeline.append(Event(EventKind.CONFIG, where(frame.module, node), self.state.stack, cls,
-                                   per_device=per_device, accumulation=accumulation,
-                                   owner=display(frame.module.path)))
-
-    def placement_event(self, node: ast.Call, frame: Frame) -> None:
-        """A pretrained model loaded in 8/4-bit or placed by ``device_map``: transformers' Trainer
-        wraps neither in DataParallel (quantized models never; a model spread over several GPUs is
-        model-parallel). Definite only for a literal ``load_in_8bit=True`` / ``load_in_4bit=True``."""
-        keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
-        quantized = [k for k in ("load_in_8bit", "load_in_4bit") if k in keywords]
-        if any(_const(keywords[k]) is True for k in quantized):
-            value, detail = Placement.QUANTIZED, "loaded in 8/4-bit"
-        elif quantized or "quantization_config" in keywords:
-            value, detail = Placement.MAYBE, "the model may be loaded quantized (never wrapped in DataParallel)"
-        elif "device_map" in keywords and _const(keywords["device_map"]) not in ("cpu", None) \
-                and not isinstance(_const(keywords["device_map"]), int):
-            value, detail = Placement.MAYBE, "device_map may spread the model over several GPUs (model-parallel: no DataParallel)"
-        else:
-            return
-        self.timeline.append(Event(EventKind.PLACEMENT, where(frame.module, node), self.state.stack, detail,
-                                   placement=value))
+    def _keep(self, value, node, frame: Frame, text: str, grows: bool):
+        """A value kept by an accumulator that outlives the iteration; tagged when it keeps a graph."""
+        token = grad_facts.retention(self.grad, value, where(frame.module, node), text, self.state, grows)
+        return _tag(value, token) if token else value
 
     def _int_value(self, expr: ast.expr, frame: Frame) -> int | None:
         value = _const(expr)
@@ -1715,7 +1617,7 @@ class Interpreter:
         site = where(module, stmt)
         for name in names:
             if name.split(".")[0] == "unsloth":
-                self.timeline.append(Event(EventKind.CUDA, site, self.state.stack, "import unsloth"))
+                launch_facts.cuda(self.launch, site, self.state.stack, "import unsloth")
             local = self.project.modules.get(name)
             if local is not None and local not in self.globals:
                 # Importing a package runs its __init__ first.

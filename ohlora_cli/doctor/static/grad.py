@@ -24,6 +24,9 @@ from ..registry import (
     decide,
     reached,
 )
+from .values import T, graph_of, sources_of
+
+KEEP = "keep:"  # the graph-source token of what an accumulator keeps (keep:<site>)
 
 NO_GRAD_HINT = ("Wrap the call in `with torch.no_grad():` (or decorate its function with `@torch.no_grad()`) and "
                 "keep only `.detach().cpu()` of what it returns.")
@@ -63,6 +66,68 @@ class Retention:
         if self.loop:
             steps.append(Step(self.loop, Role.PASSES, "loop"))
         return [*steps, Step(self.site, Role.KEPT_BY, f"`{self.text}`")]
+
+
+@dataclass
+class Facts:
+    forwards: dict = field(default_factory=dict)  # site -> Forward
+    training_sites: set = field(default_factory=set)  # graph sources that may reach .backward()
+    escapes: dict = field(default_factory=dict)  # graph source -> where it went into code not seen
+    feeds: dict = field(default_factory=dict)  # forward site -> sources whose (detached) outputs it consumed
+    retentions: dict = field(default_factory=dict)  # site -> Retention
+
+    def trained(self) -> set[str]:
+        """Forward sites that are part of training: their graph may reach .backward(), or their output
+        (even detached, like a GAN's ``D(fake.detach())``) feeds a forward pass that does."""
+        trained = set(self.training_sites)
+        todo = list(trained)
+        while todo:
+            for source in self.feeds.get(todo.pop(), ()):
+                if source not in trained:
+                    trained.add(source)
+                    todo.append(source)
+        return trained
+
+
+def forward(facts: Facts, site: str, label: str, state, *, eval_mode: bool, guess: Assumption | None) -> None:
+    """An outermost forward pass that repeats (a loop, a callback) with gradients enabled."""
+    facts.forwards.setdefault(site, Forward(site, label, state.stack, state.loop, eval_mode=eval_mode, guess=guess))
+
+
+def feeds(facts: Facts, site: str, values) -> None:
+    for value in values:
+        facts.feeds.setdefault(site, set()).update(sources_of(value))
+
+
+def trains(facts: Facts, value) -> None:
+    """``value`` reaches .backward(): the forwards whose graph it may carry are training, and so are
+    those whose detached outputs went into it (a target ``D(fake.detach())``, ``vgg(real).detach()``)."""
+    facts.training_sites |= graph_of(value)[1] | sources_of(value)
+
+
+def escape(facts: Facts, value, site: str) -> None:
+    """``value`` goes into code the analysis cannot see at ``site``: its graphs may train there."""
+    for source in graph_of(value)[1]:
+        facts.escapes.setdefault(source, site)
+
+
+def buffer_update(facts: Facts, outer: str | None, site: str, name: str) -> None:
+    """A module's forward (called at ``outer``) updates its buffer ``name`` with a graph-carrying value."""
+    if outer in facts.forwards:
+        facts.forwards[outer].buffers.append((site, name))
+
+
+def retention(facts: Facts, value, site: str, text: str, state, grows: bool) -> str | None:
+    """A graph-carrying value kept by an accumulator that outlives the iteration: recorded; returns the
+    token to tag it with, so that an accumulator that later reaches .backward() (a loss summed over
+    layers or tasks) is known to be part of training, not a leak. None: nothing kept."""
+    req, _ = graph_of(value)
+    if not (req and not state.no_grad and state.repeated and not state.in_forward):
+        return None
+    if isinstance(value, T) and value.param is not None and not value.grads:
+        return None  # an nn.Parameter is a leaf: keeping one keeps the weight, not a graph
+    facts.retentions.setdefault(site, Retention(site, text, state.stack, state.loop, grows))
+    return f"{KEEP}{site}"
 
 
 def render_forward(forward: Forward, evidence: list[Step], assumptions: list[Assumption]) -> str:
@@ -116,14 +181,14 @@ class GradInference(Check):
         self.analysis = analysis
 
     def run(self, ctx: Context) -> list[Finding]:
-        result = self.analysis(ctx)
+        result = self.analysis(ctx).grad
         trained = result.trained()
         findings = []
         for site, forward in result.forwards.items():
             if site not in trained:
                 findings.append(self._forward(forward, result.escapes))
         for site, kept in result.retentions.items():
-            if f"keep:{site}" not in trained:  # else the accumulated value reaches .backward(): a loss summed up
+            if f"{KEEP}{site}" not in trained:  # else the accumulated value reaches .backward(): a loss summed up
                 findings.append(self._retention(kept, result.escapes))
         return findings
 
@@ -139,7 +204,7 @@ class GradInference(Check):
                             hint=NO_GRAD_HINT, evidence=evidence, assumptions=assumptions)
 
     def _retention(self, kept: Retention, escapes: dict) -> Finding:
-        token = f"keep:{kept.site}"
+        token = f"{KEEP}{kept.site}"
         assumptions = [Assumption(Kind.UNSEEN_CODE, escapes[token])] if token in escapes else []
         evidence = kept.evidence()
         status = decide(Status.FAIL if kept.grows else Status.WARN, assumptions)

@@ -8,8 +8,9 @@ first things that touch CUDA, TrainingArguments / SFTConfig constructions, model
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from ..registry import (
@@ -25,6 +26,7 @@ from ..registry import (
     decide,
     reached,
 )
+from .values import Const
 
 
 class EventKind(Enum):
@@ -60,6 +62,68 @@ class Launcher:
     site: str
     what: str
     branch: str | None = None  # the `if` one side of which starts one process per GPU; None: every path
+
+
+@dataclass
+class Facts:
+    timeline: list = field(default_factory=list)  # Events, in execution order
+    launcher: Launcher | None = None  # one process per GPU, on every path
+    maybe_launcher: Launcher | None = None  # one process per GPU on one side of an `if`
+
+
+def env_set(facts: Facts, site: str, stack: tuple, value) -> None:
+    """CUDA_VISIBLE_DEVICES assigned ``value`` (an abstract value: a known string, or not known)."""
+    text = value.value if isinstance(value, Const) and isinstance(value.value, str) else None
+    facts.timeline.append(Event(EventKind.ENV_SET, site, stack, env_value=text))
+
+
+def cuda(facts: Facts, site: str, stack: tuple, detail: str) -> None:
+    facts.timeline.append(Event(EventKind.CUDA, site, stack, detail))
+
+
+def launched(facts: Facts, site: str, what: str, branch: str | None) -> None:
+    """A sign of one process per GPU (torchrun, accelerate, mp.spawn, deepspeed, Lightning)."""
+    if branch is None:
+        facts.launcher = facts.launcher or Launcher(site, what)
+    elif facts.maybe_launcher is None:
+        facts.maybe_launcher = Launcher(site, what, branch)
+
+
+def config(facts: Facts, node: ast.Call, site: str, stack: tuple, cls: str, owner: str,
+           int_of: Callable[[ast.expr], int | None], *, from_cli: bool = False) -> None:
+    """A TrainingArguments / SFTConfig built at ``site``; ``from_cli``: by an argument parser, so its
+    per-device batch comes from the command line (None). ``int_of`` reads an int argument's value."""
+    per_device, accumulation = (None, 1) if from_cli else (8, 1)
+    for kw in node.keywords:
+        value = int_of(kw.value)
+        if kw.arg == "per_device_train_batch_size" and value is not None:
+            per_device = value
+        elif kw.arg == "gradient_accumulation_steps" and value is not None:
+            accumulation = value
+    facts.timeline.append(Event(EventKind.CONFIG, site, stack, cls, per_device=per_device,
+                                accumulation=accumulation, owner=owner))
+
+
+def _const(node: ast.AST | None):
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def placement(facts: Facts, node: ast.Call, site: str, stack: tuple) -> None:
+    """A pretrained model loaded in 8/4-bit or placed by ``device_map``: transformers' Trainer wraps
+    neither in DataParallel (quantized models never; a model spread over several GPUs is
+    model-parallel). Definite only for a literal ``load_in_8bit=True`` / ``load_in_4bit=True``."""
+    keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
+    quantized = [k for k in ("load_in_8bit", "load_in_4bit") if k in keywords]
+    device_map = _const(keywords.get("device_map"))
+    if any(_const(keywords[k]) is True for k in quantized):
+        value, detail = Placement.QUANTIZED, "loaded in 8/4-bit"
+    elif quantized or "quantization_config" in keywords:
+        value, detail = Placement.MAYBE, "the model may be loaded quantized (never wrapped in DataParallel)"
+    elif "device_map" in keywords and device_map not in ("cpu", None) and not isinstance(device_map, int):
+        value, detail = Placement.MAYBE, "device_map may spread the model over several GPUs (model-parallel: no DataParallel)"
+    else:
+        return
+    facts.timeline.append(Event(EventKind.PLACEMENT, site, stack, detail, placement=value))
 
 
 def _devices(value: str | None) -> int | None:
@@ -116,7 +180,7 @@ class MultiGpuBatch(Check):
         self.analysis = analysis
 
     def run(self, ctx: Context) -> list[Finding]:
-        result = self.analysis(ctx)
+        result = self.analysis(ctx).launch
         timeline = result.timeline
         configs = list({e.site: e for e in timeline if e.kind is EventKind.CONFIG}.values())
         if not configs or result.launcher:
@@ -167,7 +231,7 @@ class CudaVisibleDevicesLate(Check):
         self.analysis = analysis
 
     def run(self, ctx: Context) -> list[Finding]:
-        timeline = self.analysis(ctx).timeline
+        timeline = self.analysis(ctx).launch.timeline
         findings, seen = [], set()
         effective = effective_env(timeline)
         lock = None

@@ -147,6 +147,7 @@ class Mod:
     label: str = "model"
     guess: Assumption | None = None
     parts: tuple = ()  # the layers of an nn.Sequential / nn.ModuleList, in order
+    weight: Any = None  # a loss module's class weights (``nn.CrossEntropyLoss(weight=...)``)
 
     @property
     def is_f64(self) -> bool:
