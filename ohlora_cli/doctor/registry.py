@@ -113,9 +113,12 @@ def decide(definite: Status, assumptions) -> Status:
 
 
 def assumed(assumptions) -> str:
-    """The sentence that names what a finding assumes ('' when nothing)."""
-    texts = list(dict.fromkeys(a.text for a in assumptions))
-    return f" Assumed: {'; '.join(texts)}." if texts else ""
+    """The sentences that name what a finding assumes, then how the code was read ('' when nothing)."""
+    out = ""
+    for weakens, label in ((True, "Assumed"), (False, "Note")):
+        texts = list(dict.fromkeys(a.text for a in assumptions if a.kind.weakens is weakens))
+        out += f" {label}: {'; '.join(texts)}." if texts else ""
+    return out
 
 
 @dataclass

@@ -14,12 +14,14 @@ from ..registry import Check, Context, Finding, Role, Status, Step, assumed, dec
 from .values import Origin, T
 
 MATMUL_ERROR = "expected mat1 and mat2 to have the same dtype"
+CONV_ERROR = "Input type (double) and bias type (float) should be the same"
 
 # Loss functions whose arguments must match a float32 input, as torch 2.14 checks them (each one run:
 # MSE, L1, BCEWithLogits with a float64 target, or cross_entropy with float64 class probabilities, run).
 CLASS_WEIGHTED = {"cross_entropy", "nll_loss", "CrossEntropyLoss", "NLLLoss"}  # weight= float64 fails
 FLOAT_TARGET = {"binary_cross_entropy", "BCELoss"}  # a float64 or integer target fails
 NOT_INT_TARGET = {"binary_cross_entropy_with_logits", "BCEWithLogitsLoss"}  # an integer target fails
+MIXED_BACKWARD = {"huber_loss", "HuberLoss"}  # a float64 target runs forward; its backward fails
 
 
 @dataclass
@@ -75,8 +77,9 @@ def weights(facts: Facts, label: str, guess, args: list, exprs: list, site: str,
     """A library module with float32 weights (nn.Linear, conv ...) called on ``args``."""
     for i, arg in enumerate(args):
         if _f64_tensor(arg):
+            error = CONV_ERROR if "Conv" in label else MATMUL_ERROR
             record(facts, arg, site, stack, f"{label} with float32 weights", exprs[i] if i < len(exprs) else "",
-                   (guess,) if guess else ())
+                   (guess,) if guess else (), error)
 
 
 def _f32_tensor(value) -> bool:
@@ -104,6 +107,9 @@ def loss(facts: Facts, name: str, args: list, kwargs: dict, exprs: list, site: s
         found = "Long" if target.dtype == "int" else "Double"
         record(facts, target, site, stack, f"{label} as its target, with a float32 input", target_expr,
                error=f"Found dtype {found} but expected Float")
+    if short in MIXED_BACKWARD and _f64_tensor(target):
+        record(facts, target, site, stack, f"{label} as its target, with a float32 input (the backward fails)",
+               target_expr, error="Found dtype Double but expected Float")
     if short in NOT_INT_TARGET and _int_tensor(target):
         record(facts, target, site, stack, f"{label} as its target, with a float32 input", target_expr,
                error="result type Float can't be cast to the desired output type Long")
@@ -136,7 +142,7 @@ def render(meeting: Meeting, status: Status, evidence: list[Step], assumptions) 
     fails = f"fails with '{meeting.error}'" + (" (double != float)" if meeting.error == MATMUL_ERROR else "")
     if status is Status.FAIL:
         return (f"{meeting.dtype} meets float32: {chain}. Every step is definite on the paths the doctor followed: "
-                f"this {fails}.")
+                f"this {fails}.{assumed(assumptions)}")
     return f"{meeting.dtype} may meet float32: {chain}.{assumed(assumptions)} If that holds, this {fails}."
 
 
@@ -151,11 +157,12 @@ class DtypeMismatch(Check):
     def run(self, ctx: Context) -> list[Finding]:
         findings, born = [], set()
         # Definite chains first: where one float64 meets the model on every path, that is where the run dies.
-        for meeting in sorted(self.analysis(ctx).dtype.meetings.values(), key=lambda m: bool(m.doubt)):
+        result = self.analysis(ctx)
+        for meeting in sorted(result.dtype.meetings.values(), key=lambda m: bool(m.doubt)):
             if meeting.origin.where in born:
                 continue  # the first meeting is where the run dies; later ones never run
             born.add(meeting.origin.where)
-            evidence, assumptions = meeting.evidence(), list(meeting.doubt)
+            evidence, assumptions = meeting.evidence(), [*meeting.doubt, *result.notes]
             status = decide(Status.FAIL, assumptions)
             findings.append(self.finding(status, render(meeting, status, evidence, assumptions), where=meeting.site,
                                          hint=_hint(meeting), evidence=evidence, assumptions=assumptions))

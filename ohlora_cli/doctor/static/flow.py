@@ -185,6 +185,11 @@ class Interpreter:
 
     # -- entry points --------------------------------------------------------------------------
 
+    @property
+    def notes(self) -> list[Assumption]:
+        """How the doctor read the code, said on every finding (never weakening one)."""
+        return [Assumption(Kind.CODEC, site, codec) for site, codec in self.project.codecs]
+
     def run(self) -> Interpreter:
         self.exec_module(self.project.entry, ())
         entry = self.project.entry

@@ -181,31 +181,34 @@ class GradInference(Check):
         self.analysis = analysis
 
     def run(self, ctx: Context) -> list[Finding]:
-        result = self.analysis(ctx).grad
+        analysed = self.analysis(ctx)
+        result, notes = analysed.grad, analysed.notes
         trained = result.trained()
         findings = []
         for site, forward in result.forwards.items():
             if site not in trained:
-                findings.append(self._forward(forward, result.escapes))
+                findings.append(self._forward(forward, result.escapes, notes))
         for site, kept in result.retentions.items():
             if f"{KEEP}{site}" not in trained:  # else the accumulated value reaches .backward(): a loss summed up
-                findings.append(self._retention(kept, result.escapes))
+                findings.append(self._retention(kept, result.escapes, notes))
         return findings
 
-    def _forward(self, forward: Forward, escapes: dict) -> Finding:
+    def _forward(self, forward: Forward, escapes: dict, notes: list) -> Finding:
         assumptions = [forward.guess] if forward.guess else []
         escape = escapes.get(forward.site) if not forward.buffers else None
         if escape:
             assumptions.append(Assumption(Kind.UNSEEN_CODE, escape))
+        assumptions += notes
         evidence = forward.evidence()
         # A FAIL is for memory that grows, on a definite chain; a graph built and dropped is waste, a WARN.
         status = decide(Status.FAIL if forward.buffers else Status.WARN, assumptions)
         return self.finding(status, render_forward(forward, evidence, assumptions), where=forward.site,
                             hint=NO_GRAD_HINT, evidence=evidence, assumptions=assumptions)
 
-    def _retention(self, kept: Retention, escapes: dict) -> Finding:
+    def _retention(self, kept: Retention, escapes: dict, notes: list) -> Finding:
         token = f"{KEEP}{kept.site}"
         assumptions = [Assumption(Kind.UNSEEN_CODE, escapes[token])] if token in escapes else []
+        assumptions += notes
         evidence = kept.evidence()
         status = decide(Status.FAIL if kept.grows else Status.WARN, assumptions)
         return self.finding(status, render_retention(kept, evidence, assumptions), where=kept.site,

@@ -180,7 +180,8 @@ class MultiGpuBatch(Check):
         self.analysis = analysis
 
     def run(self, ctx: Context) -> list[Finding]:
-        result = self.analysis(ctx).launch
+        analysed = self.analysis(ctx)
+        result, notes = analysed.launch, analysed.notes
         timeline = result.timeline
         configs = list({e.site: e for e in timeline if e.kind is EventKind.CONFIG}.values())
         if not configs or result.launcher:
@@ -195,7 +196,7 @@ class MultiGpuBatch(Check):
             return []
         findings = []
         for event in {e.detail: e for e in reversed(configs)}.values():  # the first of each config class
-            evidence, assumptions = event.steps(Role.CONFIG), []
+            evidence, assumptions = event.steps(Role.CONFIG), list(notes)
             if pinned is not None:
                 evidence.insert(0, Step(pinned.site, Role.ENV_SET, f"CUDA_VISIBLE_DEVICES={pinned.env_value}"))
             if result.maybe_launcher is not None:
@@ -231,7 +232,8 @@ class CudaVisibleDevicesLate(Check):
         self.analysis = analysis
 
     def run(self, ctx: Context) -> list[Finding]:
-        timeline = self.analysis(ctx).launch.timeline
+        analysed = self.analysis(ctx)
+        timeline = analysed.launch.timeline
         findings, seen = [], set()
         effective = effective_env(timeline)
         lock = None
@@ -243,10 +245,10 @@ class CudaVisibleDevicesLate(Check):
             seen.add(event.site)
             if effective is not None and effective.env_value is not None and effective.env_value == event.env_value:
                 continue  # repeats a value that already took effect
-            findings.append(self._late(event, lock))
+            findings.append(self._late(event, lock, analysed.notes))
         return findings
 
-    def _late(self, event: Event, lock: Event) -> Finding:
+    def _late(self, event: Event, lock: Event, notes: list) -> Finding:
         config = lock.kind is EventKind.CONFIG
         first = lock.steps(Role.CONFIG if config else Role.CUDA_INIT)
         late = event.steps(Role.ENV_SET, "CUDA_VISIBLE_DEVICES")
@@ -256,4 +258,5 @@ class CudaVisibleDevicesLate(Check):
                    f"{reached(first)}: by then the number of GPUs is fixed, so the setting has no effect.")
         hint = (f"Set os.environ['CUDA_VISIBLE_DEVICES'] before anything touches CUDA: first thing in {owner}, above "
                 f"line {lock.site.rsplit(':', 1)[1]} (after a bare `import torch` is fine), or export it in the shell.")
-        return self.finding(Status.FAIL, message, where=event.site, hint=hint, evidence=[*first, *late])
+        return self.finding(Status.FAIL, message + assumed(notes), where=event.site, hint=hint,
+                            evidence=[*first, *late], assumptions=notes)

@@ -57,7 +57,8 @@ MATMUL_OPS = {"matmul", "mm", "bmm", "mv", "addmm", "linear", "bilinear", "conv1
               "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "einsum"}
 TORCH_FACTORIES = {"randn", "rand", "zeros", "ones", "empty", "full", "linspace", "logspace", "normal", "eye",
                    "randn_like", "rand_like", "zeros_like", "ones_like", "full_like", "empty_like"}
-LOSS_FUNCTIONS = {"cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits"}
+LOSS_FUNCTIONS = {"cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+                  "huber_loss"}
 TORCH_JOINS = {"stack", "cat", "concat", "concatenate", "hstack", "vstack", "dstack", "column_stack", "row_stack"}
 TORCH_INT = {"randint", "randperm", "multinomial", "argmax", "argmin", "argsort", "bincount", "nonzero",
              "LongTensor", "IntTensor", "BoolTensor", "ByteTensor"}
@@ -69,8 +70,9 @@ NUMPY_RANDOM_INT = {"randint", "integers", "choice", "permutation", "shuffle", "
                     "RandomState", "get_state", "set_state", "binomial", "poisson"}
 TRAINING_CONFIGS = ("TrainingArguments", "Seq2SeqTrainingArguments")
 
+# np.float_ and np.float (NumPy < 2 / < 1.24) were aliases of float64.
 F64_DTYPES = {"torch.float64", "torch.double", "numpy.float64", "numpy.double", "float", "float64", "double",
-              "builtins.float", "torch.DoubleTensor"}
+              "builtins.float", "torch.DoubleTensor", "numpy.float_", "numpy.float"}
 F32_DTYPES = {"torch.float32", "torch.float", "numpy.float32", "numpy.single", "float32", "torch.FloatTensor"}
 F16_DTYPES = {"torch.float16", "torch.half", "torch.bfloat16", "numpy.float16", "float16", "bfloat16", "half",
               "torch.HalfTensor", "torch.BFloat16Tensor"}
@@ -542,7 +544,7 @@ def _numpy(c: Call):
     dtype = c.dtype()
     if short in ("float32", "single"):
         return T("array", "f32")
-    if short in ("float64", "double"):
+    if short in ("float64", "double", "float_", "float"):  # np.float_ / np.float: old aliases of float64
         return T("array", "f64", Origin(site, f"np.{short}(...) is float64", "np.float32(...)"))
     if short in NUMPY_JOINS:
         if dtype:
@@ -788,3 +790,24 @@ def _hf_object_method(c: Call):
     # A Trainer's train()/save_model()/evaluate(), a dataset's map() ...: library code runs the model
     # itself (forward and backward); nothing here is a forward pass of the script's own.
     return UNKNOWN
+
+
+# -- torchvision transforms ------------------------------------------------------------------------
+
+@rule("torchvision.transforms.ToTensor", "torchvision.transforms.transforms.ToTensor")
+def _to_tensor_transform(c: Call):
+    return Lib("torchvision.transforms.ToTensor()")
+
+
+@rule("torchvision.transforms.ToTensor()", "torchvision.transforms.functional.to_tensor")
+def _to_tensor(c: Call):
+    """ToTensor scales uint8 images to float32 in [0, 1]; any other numpy array keeps its dtype, so a
+    float64 array stays float64 (only uint8 input is converted)."""
+    first = c.first
+    if isinstance(first, T) and first.kind in ("array", "frame") and first.f64:
+        return T("tensor", "f64", Origin(c.site, "ToTensor() keeps a float64 numpy array float64 (only uint8 is "
+                                                 "scaled to float32)", ".astype(np.float32) before ToTensor()"),
+                 first.doubt)
+    if isinstance(first, T) and first.kind == "array" and first.dtype in ("f32", "int"):
+        return T("tensor", "f32")
+    return T("tensor")
