@@ -89,6 +89,7 @@ class State:
     outer: str | None = None  # the outermost forward-call site being evaluated
     callback: bool = False
     branch: str | None = None  # the undecided `if` / `match` one side of which is running
+    constructing: bool = False  # inside a constructor: a forward there runs once per object (a shape probe)
 
 
 @dataclass
@@ -501,6 +502,25 @@ class Interpreter:
             value = _const(call.args[0])
             if isinstance(value, bool):
                 return not value
+        if call is not None and isinstance(call.func, (ast.Name, ast.Attribute)):
+            return self._wrapped_grad_mode(self.eval(call.func, frame))
+        return None
+
+    def _wrapped_grad_mode(self, callee) -> bool | None:
+        """A project's own ``@contextlib.contextmanager`` whose ``yield`` sits inside ``with
+        torch.no_grad():`` (used as ``with wrapper():`` or ``@wrapper()``) turns gradients off too."""
+        if not isinstance(callee, FuncRef) or not isinstance(callee.node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return None
+        module = callee.module
+        names = [self.project.qualname(module, d) or "" for d in callee.node.decorator_list]
+        if not any(n.endswith("contextmanager") for n in names):
+            return None
+        for stmt in ast.walk(callee.node):
+            if isinstance(stmt, (ast.With, ast.AsyncWith)) and any(isinstance(n, (ast.Yield, ast.YieldFrom))
+                                                                   for n in ast.walk(stmt)):
+                modes = [self._grad_mode(item.context_expr, Frame(module, {})) for item in stmt.items]
+                if any(mode is not None for mode in modes):
+                    return next(mode for mode in modes if mode is not None)
         return None
 
     def _grad_switch(self, call: ast.Call, frame: Frame) -> None:
@@ -1047,7 +1067,12 @@ class Interpreter:
                                 display(frame.module.path), lambda expr: self._int_value(expr, frame))
         init = project.find_method(info, "__init__")
         if init is not None:
-            self.call_function(init[0].module, init[1], args, kwargs, value, where(frame.module, node))
+            saved = self.state
+            self.state = replace(saved, constructing=True)
+            try:
+                self.call_function(init[0].module, init[1], args, kwargs, value, where(frame.module, node))
+            finally:
+                self.state = saved
         if isinstance(value, Inst) and project.find_method(info, "__getitem__") is not None:
             obj.attrs.setdefault("__dataset__", True)
         return value
@@ -1055,7 +1080,7 @@ class Interpreter:
     def call_module(self, mod: Mod, args, kwargs, node: ast.AST, frame: Frame):
         site = where(frame.module, node)
         outer = self.state.in_forward == 0 and not self.state.no_grad
-        if outer and self.state.repeated and not mod.loss and mod.parametric:
+        if outer and self.state.repeated and not self.state.constructing and not mod.loss and mod.parametric:
             grad_facts.forward(self.grad, site, ast.unparse(node.func) if isinstance(node, ast.Call) else mod.label,
                          self.state, eval_mode=mod.obj is not None and not mod.obj.training, guess=mod.guess)
         saved = self.state
@@ -1636,6 +1661,22 @@ class Interpreter:
             for alias in stmt.names:
                 if alias.name != "*":
                     frame.locals.pop(alias.asname or alias.name, None)
+        if frame.assigned is not None:
+            self._bind_local_import(stmt, frame)
+
+    def _bind_local_import(self, stmt, frame: Frame) -> None:
+        """An import inside a function binds a local name: it shadows a module-level function or
+        value of the same name inside that function (and nowhere else)."""
+        if isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                name = alias.name if alias.asname else alias.name.split(".")[0]
+                frame.locals[alias.asname or name] = self.resolve(name)
+            return
+        source = self.project._absolute(frame.module, stmt)
+        for alias in stmt.names:
+            if alias.name != "*":
+                qualified = f"{source}.{alias.name}" if source else alias.name
+                frame.locals[alias.asname or alias.name] = self.resolve(qualified)
 
 
 def analyse(project: Project) -> Interpreter:

@@ -60,12 +60,29 @@ class Retention:
     stack: tuple
     loop: str | None
     grows: bool = True  # False: it spans a handful of known iterations inside one call
+    sources: frozenset = frozenset()  # the forward sites (and kept values, keep:<site>) whose graphs it keeps
 
     def evidence(self) -> list[Step]:
         steps = [Step(site, Role.PASSES) for site in self.stack]
         if self.loop:
             steps.append(Step(self.loop, Role.PASSES, "loop"))
         return [*steps, Step(self.site, Role.KEPT_BY, f"`{self.text}`")]
+
+    def shares(self, other: Retention) -> bool:
+        """Both keep the same graphs: the same forward passes, or one keeps what the other kept
+        (``running_loss += loss`` then ``history.append(running_loss / n)``)."""
+        return bool(self.sources & other.sources) or f"{KEEP}{other.site}" in self.sources \
+            or f"{KEEP}{self.site}" in other.sources
+
+
+def _groups(kept: list[Retention]) -> list[list[Retention]]:
+    """Retentions of the same graphs, together: one leak, one finding (in recording order)."""
+    groups: list[list[Retention]] = []
+    for item in kept:
+        joined = [g for g in groups if any(item.shares(other) for other in g)]
+        merged = [x for g in joined for x in g] + [item]
+        groups = [g for g in groups if g not in joined] + [merged]
+    return sorted(groups, key=lambda g: kept.index(g[0]))
 
 
 @dataclass
@@ -121,12 +138,12 @@ def retention(facts: Facts, value, site: str, text: str, state, grows: bool) -> 
     """A graph-carrying value kept by an accumulator that outlives the iteration: recorded; returns the
     token to tag it with, so that an accumulator that later reaches .backward() (a loss summed over
     layers or tasks) is known to be part of training, not a leak. None: nothing kept."""
-    req, _ = graph_of(value)
+    req, grads = graph_of(value)
     if not (req and not state.no_grad and state.repeated and not state.in_forward):
         return None
     if isinstance(value, T) and value.param is not None and not value.grads:
         return None  # an nn.Parameter is a leaf: keeping one keeps the weight, not a graph
-    facts.retentions.setdefault(site, Retention(site, text, state.stack, state.loop, grows))
+    facts.retentions.setdefault(site, Retention(site, text, state.stack, state.loop, grows, frozenset(grads)))
     return f"{KEEP}{site}"
 
 
@@ -155,21 +172,20 @@ def render_forward(forward: Forward, evidence: list[Step], assumptions: list[Ass
     return message + assumed(assumptions)
 
 
-def render_retention(kept: Retention, evidence: list[Step], assumptions: list[Assumption]) -> str:
+def render_retention(grows: bool, evidence: list[Step], assumptions: list[Assumption]) -> str:
     loop = next((s for s in evidence if s.what == "loop"), None)
     calls = [s for s in evidence if s.role is Role.PASSES and s.what != "loop"]
-    message = (f"{evidence[-1].what} at {kept.site} keeps a tensor with its autograd history on every iteration"
+    first, *more = [s for s in evidence if s.role is Role.KEPT_BY]
+    message = (f"{first.what} at {first.where} keeps a tensor with its autograd history on every iteration"
                f"{' (loop at ' + loop.where + ')' if loop else ''}{reached(calls)}: the graphs pile up ")
-    if kept.grows:
+    if grows:
         message += "and memory grows."
     else:
         message += ("until the loop ends; it runs a handful of known iterations inside one call, so this is "
                     "bounded waste, not growth.")
-    unseen = next((a for a in assumptions if a.kind is Kind.UNSEEN_CODE), None)
-    if unseen is not None:
-        message += (f" Assumed: the code at {unseen.where}, which the doctor cannot see, does not call .backward() "
-                    f"on what is kept.")
-    return message
+    if more:
+        message += f" The same graphs are also kept by {', '.join(f'{s.what} at {s.where}' for s in more)}."
+    return message + assumed(assumptions)
 
 
 class GradInference(Check):
@@ -188,9 +204,10 @@ class GradInference(Check):
         for site, forward in result.forwards.items():
             if site not in trained:
                 findings.append(self._forward(forward, result.escapes, notes))
-        for site, kept in result.retentions.items():
-            if f"{KEEP}{site}" not in trained:  # else the accumulated value reaches .backward(): a loss summed up
-                findings.append(self._retention(kept, result.escapes, notes))
+        # An accumulated value that reaches .backward() is a loss summed up, not a leak.
+        kept = [k for site, k in result.retentions.items() if f"{KEEP}{site}" not in trained]
+        for group in _groups(kept):
+            findings.append(self._retention(group, result.escapes, notes))
         return findings
 
     def _forward(self, forward: Forward, escapes: dict, notes: list) -> Finding:
@@ -205,11 +222,11 @@ class GradInference(Check):
         return self.finding(status, render_forward(forward, evidence, assumptions), where=forward.site,
                             hint=NO_GRAD_HINT, evidence=evidence, assumptions=assumptions)
 
-    def _retention(self, kept: Retention, escapes: dict, notes: list) -> Finding:
-        token = f"{KEEP}{kept.site}"
-        assumptions = [Assumption(Kind.UNSEEN_CODE, escapes[token])] if token in escapes else []
-        assumptions += notes
-        evidence = kept.evidence()
-        status = decide(Status.FAIL if kept.grows else Status.WARN, assumptions)
-        return self.finding(status, render_retention(kept, evidence, assumptions), where=kept.site,
+    def _retention(self, group: list[Retention], escapes: dict, notes: list) -> Finding:
+        tokens = [f"{KEEP}{kept.site}" for kept in group]
+        assumptions = [Assumption(Kind.UNSEEN_CODE, escapes[t]) for t in tokens if t in escapes] + notes
+        evidence = group[0].evidence() + [Step(k.site, Role.KEPT_BY, f"`{k.text}`") for k in group[1:]]
+        grows = any(kept.grows for kept in group)
+        status = decide(Status.FAIL if grows else Status.WARN, assumptions)
+        return self.finding(status, render_retention(grows, evidence, assumptions), where=group[0].site,
                             hint=KEEP_HINT, evidence=evidence, assumptions=assumptions)
