@@ -6,6 +6,8 @@ modules it imports, and ``expected.json``::
     {"runs": [{"gpus": 2,
                "found": [{"check": "dtype-mismatch", "status": "fail", "at": ["train.py:12", "model.py:30"]}]}]}
 
+``assumes`` (optional) lists assumption kinds the finding must carry (``branch``, ``model-name``, ...).
+
 Every expected finding must be matched by its own finding of that check whose ``where`` is one of
 the ``at`` locations and whose chain (its evidence steps and assumptions, as data) names all of
 them; every other finding of the four script checks is a failure of the test (so clean twins
@@ -57,5 +59,7 @@ def test_fixture(case, script, run, monkeypatch):
         assert match.where in expected["at"], f"where {match.where} is not one of {expected['at']}"
         assert match.hint, "every finding carries a fix hint"
         assert match.evidence and match.where in [s.where for s in match.evidence], "where is a step of its chain"
+        for kind in expected.get("assumes", []):
+            assert kind in [a.kind.value for a in match.assumptions], f"{kind} not among {match.assumptions}"
         unmatched.remove(match)
     assert not unmatched, f"unexpected findings: {[(f.check, f.status.value, f.where, f.message) for f in unmatched]}"

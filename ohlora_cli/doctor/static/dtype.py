@@ -162,7 +162,7 @@ class DtypeMismatch(Check):
             if meeting.origin.where in born:
                 continue  # the first meeting is where the run dies; later ones never run
             born.add(meeting.origin.where)
-            evidence, assumptions = meeting.evidence(), [*meeting.doubt, *result.notes]
+            evidence, assumptions = meeting.evidence(), [*meeting.doubt, *result.notes_for(meeting.stack)]
             status = decide(Status.FAIL, assumptions)
             findings.append(self.finding(status, render(meeting, status, evidence, assumptions), where=meeting.site,
                                          hint=_hint(meeting), evidence=evidence, assumptions=assumptions))

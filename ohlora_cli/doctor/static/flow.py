@@ -180,6 +180,7 @@ class Interpreter:
         self.default_dtype = "f32"
         self.default_set_at: str | None = None
         self.analysed: set = set()
+        self.entries: dict[str, str] = {}  # def site -> name of a function analysed as an entry point
         self._memo: dict = {}
         self._active: list = []
         self.state = State()
@@ -191,12 +192,23 @@ class Interpreter:
         """How the doctor read the code, said on every finding (never weakening one)."""
         return [Assumption(Kind.CODEC, site, codec) for site, codec in self.project.codecs]
 
+    def notes_for(self, stack: tuple) -> list[Assumption]:
+        """``notes``, and for a chain that starts in a function the script never calls, that it was
+        analysed as an entry point."""
+        entry = [Assumption(Kind.ENTRY_FUNCTION, stack[0], f"{self.entries[stack[0]]}()")] \
+            if stack and stack[0] in self.entries else []
+        return entry + self.notes
+
     def run(self) -> Interpreter:
         self.exec_module(self.project.entry, ())
         entry = self.project.entry
-        for node in entry.functions.values():
+        for name, node in entry.functions.items():
             if id(node) not in self.analysed:
-                self.call_function(entry, node, [], {}, None, None)
+                # Never called by the script (a library used from a notebook): analysed as an entry
+                # point, and what is found there says so (its chain starts at the def).
+                site = where(entry, node)
+                self.entries[site] = name
+                self.call_function(entry, node, [], {}, None, site)
         for module in list(self.project.modules.values()):
             for info in module.classes.values():
                 if any(b.rsplit(".", 1)[-1].endswith("Callback") for b in self.project.library_bases(info)):

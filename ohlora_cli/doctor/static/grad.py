@@ -198,7 +198,7 @@ class GradInference(Check):
 
     def run(self, ctx: Context) -> list[Finding]:
         analysed = self.analysis(ctx)
-        result, notes = analysed.grad, analysed.notes
+        result, notes = analysed.grad, analysed.notes_for
         trained = result.trained()
         findings = []
         for site, forward in result.forwards.items():
@@ -210,21 +210,21 @@ class GradInference(Check):
             findings.append(self._retention(group, result.escapes, notes))
         return findings
 
-    def _forward(self, forward: Forward, escapes: dict, notes: list) -> Finding:
+    def _forward(self, forward: Forward, escapes: dict, notes: Callable) -> Finding:
         assumptions = [forward.guess] if forward.guess else []
         escape = escapes.get(forward.site) if not forward.buffers else None
         if escape:
             assumptions.append(Assumption(Kind.UNSEEN_CODE, escape))
-        assumptions += notes
+        assumptions += notes(forward.stack)
         evidence = forward.evidence()
         # A FAIL is for memory that grows, on a definite chain; a graph built and dropped is waste, a WARN.
         status = decide(Status.FAIL if forward.buffers else Status.WARN, assumptions)
         return self.finding(status, render_forward(forward, evidence, assumptions), where=forward.site,
                             hint=NO_GRAD_HINT, evidence=evidence, assumptions=assumptions)
 
-    def _retention(self, group: list[Retention], escapes: dict, notes: list) -> Finding:
+    def _retention(self, group: list[Retention], escapes: dict, notes: Callable) -> Finding:
         tokens = [f"{KEEP}{kept.site}" for kept in group]
-        assumptions = [Assumption(Kind.UNSEEN_CODE, escapes[t]) for t in tokens if t in escapes] + notes
+        assumptions = [Assumption(Kind.UNSEEN_CODE, escapes[t]) for t in tokens if t in escapes] + notes(group[0].stack)
         evidence = group[0].evidence() + [Step(k.site, Role.KEPT_BY, f"`{k.text}`") for k in group[1:]]
         grows = any(kept.grows for kept in group)
         status = decide(Status.FAIL if grows else Status.WARN, assumptions)

@@ -181,7 +181,7 @@ class MultiGpuBatch(Check):
 
     def run(self, ctx: Context) -> list[Finding]:
         analysed = self.analysis(ctx)
-        result, notes = analysed.launch, analysed.notes
+        result, notes = analysed.launch, analysed.notes_for
         timeline = result.timeline
         configs = list({e.site: e for e in timeline if e.kind is EventKind.CONFIG}.values())
         if not configs or result.launcher:
@@ -196,7 +196,7 @@ class MultiGpuBatch(Check):
             return []
         findings = []
         for event in {e.detail: e for e in reversed(configs)}.values():  # the first of each config class
-            evidence, assumptions = event.steps(Role.CONFIG), list(notes)
+            evidence, assumptions = event.steps(Role.CONFIG), notes(event.stack)
             if pinned is not None:
                 evidence.insert(0, Step(pinned.site, Role.ENV_SET, f"CUDA_VISIBLE_DEVICES={pinned.env_value}"))
             if result.maybe_launcher is not None:
@@ -245,7 +245,7 @@ class CudaVisibleDevicesLate(Check):
             seen.add(event.site)
             if effective is not None and effective.env_value is not None and effective.env_value == event.env_value:
                 continue  # repeats a value that already took effect
-            findings.append(self._late(event, lock, analysed.notes))
+            findings.append(self._late(event, lock, analysed.notes_for(event.stack)))
         return findings
 
     def _late(self, event: Event, lock: Event, notes: list) -> Finding:
