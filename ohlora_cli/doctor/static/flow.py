@@ -954,7 +954,19 @@ class Interpreter:
             if isinstance(left, (Seq, Items)) or isinstance(right, (Seq, Items)):
                 return Items(join(element(left), element(right)))
             return UNKNOWN
-        return self.arithmetic(values)
+        result = self.arithmetic(values)
+        if isinstance(op, ast.Div) and result.dtype == "int" and result.kind in ("array", "tensor"):
+            return self._true_division(result, node, frame)
+        return result
+
+    def _true_division(self, result: T, node, frame: Frame) -> T:
+        """``/`` of integers: NumPy gives float64 (``len(y) / np.bincount(y)``, class weights), torch the
+        default float dtype."""
+        if result.kind == "tensor":
+            return replace(result, dtype=self.default_dtype)
+        site = where(frame.module, node)
+        return replace(result, dtype="f64", origin=Origin(site, "`/` of NumPy integers is float64",
+                                                          "np.float32(...) or .astype(np.float32)"))
 
     def arithmetic(self, values: list[T]) -> T:
         """The result of an element-wise operation (torch's and numpy's promotion, roughly)."""

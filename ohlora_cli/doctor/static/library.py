@@ -570,7 +570,11 @@ def _numpy(c: Call):
         # numpy keeps an array's dtype against a Python scalar; an array of float64 wins.
         f64 = next((v for v in arrays if v.f64 and v.kind != "num"), None)
         if f64 is not None:
-            return T("array", "f64", f64.origin, f64.doubt)
+            return T("array", "f64", f64.origin or Origin(site, f"np.{short}(...) of a float64 value is float64",
+                                                          "np.float32(...)"), f64.doubt)
+        if arrays[0].dtype == "f64":  # np.sqrt(2.0): a NumPy float64 scalar, which promotes a float32 array
+            return T("array", "f64", Origin(site, f"np.{short}(...) of a Python float is a NumPy float64 scalar",
+                                            "np.float32(...)"))
         return T("array", arrays[0].dtype)
     return UNKNOWN
 

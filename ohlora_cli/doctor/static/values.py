@@ -280,7 +280,7 @@ def join_all(values, why: Assumption | None = None):
 def element(value):
     """One element of an iterable value."""
     if isinstance(value, Seq):
-        return join_all(value.items, "the float64 elements are the ones used")
+        return join_all(value.items, Assumption(Kind.ELEMENT))
     if isinstance(value, Items):
         return value.elem
     return UNKNOWN
