@@ -32,11 +32,15 @@ def test_json_is_one_object_with_the_contract_shape():
     assert set(data["summary"]) == {"pass", "warn", "fail", "error", "skip"}
     assert sum(data["summary"].values()) == len(data["findings"])
     for finding in data["findings"]:
-        assert set(finding) == {"check", "status", "message", "where", "hint"}
+        assert set(finding) == {"check", "status", "message", "where", "hint", "evidence", "assumptions"}
     failing = [f for f in data["findings"] if f["status"] == "fail"]
     assert [f["check"] for f in failing] == ["dtype-mismatch"]
     assert failing[0]["where"].endswith("networks.py:15")
     assert "dataset.py:27" in failing[0]["message"]
+    # The chain as data: born in the dataset, meets the weights in the network; nothing assumed.
+    roles = [(step["role"], step["where"].rsplit("/", 1)[-1]) for step in failing[0]["evidence"]]
+    assert roles[0] == ("born", "dataset.py:27") and roles[-1] == ("meets", "networks.py:15")
+    assert failing[0]["assumptions"] == []
 
 
 def test_clean_script_exits_zero_with_pass_rows():

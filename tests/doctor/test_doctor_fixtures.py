@@ -6,9 +6,12 @@ modules it imports, and ``expected.json``::
     {"runs": [{"gpus": 2,
                "found": [{"check": "dtype-mismatch", "status": "fail", "at": ["train.py:12", "model.py:30"]}]}]}
 
-Every expected finding must be matched by its own finding of that check whose ``where`` and message
-contain all the ``at`` locations; every other finding of the four script checks is a failure of the
-test (so clean twins assert that nothing is found).
+``assumes`` (optional) lists assumption kinds the finding must carry (``branch``, ``model-name``, ...).
+
+Every expected finding must be matched by its own finding of that check whose ``where`` is one of
+the ``at`` locations and whose chain (its evidence steps and assumptions, as data) names all of
+them; every other finding of the four script checks is a failure of the test (so clean twins
+assert that nothing is found).
 """
 
 import json
@@ -21,6 +24,11 @@ from ohlora_cli.doctor.registry import Context, Status
 
 CASES = sorted(p for p in (Path(__file__).parent.parent / "fixtures" / "doctor").iterdir()
                if (p / "expected.json").is_file())
+
+
+def _sites(finding) -> set[str]:
+    """The locations a finding's chain names, as data: never read out of its message."""
+    return {finding.where, *finding.sites()}
 
 
 def _runs():
@@ -46,9 +54,12 @@ def test_fixture(case, script, run, monkeypatch):
     for expected in run.get("found", []):
         match = next((f for f in unmatched if f.check == expected["check"]
                       and f.status.value == expected.get("status", "fail")
-                      and all(loc in f"{f.where} {f.message}" for loc in expected["at"])), None)
+                      and all(loc in _sites(f) for loc in expected["at"])), None)
         assert match is not None, f"expected {expected} among {[(f.check, f.where, f.message) for f in unmatched]}"
         assert match.where in expected["at"], f"where {match.where} is not one of {expected['at']}"
         assert match.hint, "every finding carries a fix hint"
+        assert match.evidence and match.where in [s.where for s in match.evidence], "where is a step of its chain"
+        for kind in expected.get("assumes", []):
+            assert kind in [a.kind.value for a in match.assumptions], f"{kind} not among {match.assumptions}"
         unmatched.remove(match)
     assert not unmatched, f"unexpected findings: {[(f.check, f.status.value, f.where, f.message) for f in unmatched]}"

@@ -5,18 +5,12 @@ module's top level at that point, calls to local functions and methods are follo
 abstract values of their arguments), loop bodies run twice, both sides of an ``if`` run and their
 variables are joined where the paths meet (a ``return``, ``raise``, ``break`` or ``continue`` ends a
 path; ``x is None`` and ``isinstance`` tests narrow ``x`` on each side). Library calls follow the
-table in ``library.py``. On the way it records what the checks need:
-
-- ``meetings``: a float64 tensor reaching float32 model code (nn.Linear/conv modules, ``matmul`` /
-  ``@`` / ``F.linear`` with a float32 weight), with the float64's birth and the assumptions the
-  chain rests on (none: a definite chain);
-- ``forwards``: forward passes of a model that repeat (in a loop, or in a callback) with gradients
-  enabled; ``training_sites``: the forward passes whose graph may reach ``.backward()``;
-  ``escapes``: forward passes whose output went into code the analysis cannot see;
-  ``retentions``: graph-carrying tensors kept across iterations (``losses.append(loss)``);
-- ``timeline``: in execution order, ``CUDA_VISIBLE_DEVICES`` assignments, the first CUDA queries,
-  and TrainingArguments / SFTConfig constructions; ``launcher``: the first sign that the script is
-  meant to run one process per GPU (torchrun, accelerate, mp.spawn, deepspeed, Lightning).
+table in ``library.py``. It knows Python, torch's grad modes and the values in ``values.py``; what
+the checks need is recorded on the way by the check families' own modules, each into its facts:
+``self.dtype`` (dtype.py: float64 meeting float32 model code), ``self.grad`` (grad.py: repeated
+forwards with autograd on, what reaches ``.backward()``, graphs kept across iterations) and
+``self.launch`` (launch.py: the timeline of CUDA_VISIBLE_DEVICES, CUDA use, Trainer configs and
+launchers). Library rules call those modules too.
 """
 
 from __future__ import annotations
@@ -24,6 +18,10 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field, replace
 
+from ..registry import Assumption, Kind
+from . import dtype as dtype_facts
+from . import grad as grad_facts
+from . import launch as launch_facts
 from . import library
 from .project import ClassInfo, Module, Project, display, where
 from .values import (
@@ -82,47 +80,6 @@ MODULE_METHODS_SELF = {"to", "cuda", "cpu", "requires_grad_", "zero_grad", "appl
 
 
 @dataclass
-class Meeting:
-    site: str
-    origin: Origin
-    op: str
-    expr: str
-    stack: tuple
-    doubt: tuple = ()
-
-
-@dataclass
-class Forward:
-    site: str
-    label: str
-    stack: tuple
-    loop: str | None
-    buffers: list = field(default_factory=list)  # (site, buffer name) updated with a graph in train mode
-    eval_mode: bool = False
-    guess: str | None = None  # the module is a guess from this reason
-
-
-@dataclass
-class Retention:
-    site: str
-    text: str
-    stack: tuple
-    loop: str | None
-    grows: bool = True  # False: it spans a handful of known iterations inside one call
-
-
-@dataclass
-class Event:
-    kind: str  # "env-set", "cuda", "config", "placement"
-    site: str
-    stack: tuple
-    detail: str = ""
-    value: object = None  # env-set: the value (str) or None; config: (per_device, accumulation);
-    # placement: "8/4-bit" (the Trainer never wraps it in DataParallel), or "maybe" with the reason in detail
-    owner: str | None = None  # config: the module that builds it
-
-
-@dataclass
 class State:
     no_grad: bool = False
     repeated: bool = False
@@ -132,6 +89,7 @@ class State:
     outer: str | None = None  # the outermost forward-call site being evaluated
     callback: bool = False
     branch: str | None = None  # the undecided `if` / `match` one side of which is running
+    constructing: bool = False  # inside a constructor: a forward there runs once per object (a shape probe)
 
 
 @dataclass
@@ -203,11 +161,11 @@ def _attr_key(node: ast.expr, value) -> str:
     return "*"
 
 
-def _model_name(expr: ast.expr) -> str | None:
+def _model_name(expr: ast.expr, site: str) -> Assumption | None:
     name = expr.id if isinstance(expr, ast.Name) else expr.attr if isinstance(expr, ast.Attribute) else ""
     lowered = name.lower()
     if lowered in MODEL_NAMES or lowered.endswith(("_model", "_net", "_generator", "_cnn")):
-        return f"`{ast.unparse(expr)}` is taken for a model from its name (its value is not visible)"
+        return Assumption(Kind.MODEL_NAME, site, ast.unparse(expr))
     return None
 
 
@@ -215,47 +173,47 @@ class Interpreter:
     def __init__(self, project: Project):
         self.project = project
         self.globals: dict[Module, dict] = {}
-        self.meetings: dict[tuple, Meeting] = {}
-        self.forwards: dict[str, Forward] = {}
-        self.training_sites: set[str] = set()
-        self.escapes: dict[str, str] = {}  # forward site -> where its output went out of sight
-        self.feeds: dict[str, set] = {}  # forward site -> forward sites whose outputs it consumed
-        self.retentions: dict[str, Retention] = {}
-        self.timeline: list[Event] = []
-        self.launcher: tuple[str, str] | None = None  # (site, what): one process per GPU, on every path
-        self.maybe_launcher: tuple[str, str, str] | None = None  # (site, what, branch): on one side of an `if`
+        # What the check families record on the way (each module owns its facts and their meaning).
+        self.dtype = dtype_facts.Facts()
+        self.grad = grad_facts.Facts()
+        self.launch = launch_facts.Facts()
         self.default_dtype = "f32"
         self.default_set_at: str | None = None
         self.analysed: set = set()
+        self.entries: dict[str, str] = {}  # def site -> name of a function analysed as an entry point
         self._memo: dict = {}
         self._active: list = []
         self.state = State()
 
     # -- entry points --------------------------------------------------------------------------
 
+    @property
+    def notes(self) -> list[Assumption]:
+        """How the doctor read the code, said on every finding (never weakening one)."""
+        return [Assumption(Kind.CODEC, site, codec) for site, codec in self.project.codecs]
+
+    def notes_for(self, stack: tuple) -> list[Assumption]:
+        """``notes``, and for a chain that starts in a function the script never calls, that it was
+        analysed as an entry point."""
+        entry = [Assumption(Kind.ENTRY_FUNCTION, stack[0], f"{self.entries[stack[0]]}()")] \
+            if stack and stack[0] in self.entries else []
+        return entry + self.notes
+
     def run(self) -> Interpreter:
         self.exec_module(self.project.entry, ())
         entry = self.project.entry
-        for node in entry.functions.values():
+        for name, node in entry.functions.items():
             if id(node) not in self.analysed:
-                self.call_function(entry, node, [], {}, None, None)
+                # Never called by the script (a library used from a notebook): analysed as an entry
+                # point, and what is found there says so (its chain starts at the def).
+                site = where(entry, node)
+                self.entries[site] = name
+                self.call_function(entry, node, [], {}, None, site)
         for module in list(self.project.modules.values()):
             for info in module.classes.values():
                 if any(b.rsplit(".", 1)[-1].endswith("Callback") for b in self.project.library_bases(info)):
                     self._run_callbacks(info)
         return self
-
-    def trained(self) -> set[str]:
-        """Forward sites that are part of training: their graph may reach .backward(), or their output
-        (even detached, like a GAN's ``D(fake.detach())``) feeds a forward pass that does."""
-        trained = set(self.training_sites)
-        todo = list(trained)
-        while todo:
-            for source in self.feeds.get(todo.pop(), ()):
-                if source not in trained:
-                    trained.add(source)
-                    todo.append(source)
-        return trained
 
     def _run_callbacks(self, info: ClassInfo) -> None:
         """A Trainer callback's ``on_*`` methods run again and again, and get the Trainer's model."""
@@ -319,7 +277,7 @@ class Interpreter:
         value = self.eval(stmt.value, frame)
         current = self.eval(stmt.target, frame)
         if self._persists(stmt.target, frame):
-            value = self._check_retention(value, stmt, frame, ast.unparse(stmt), self._grows(stmt.target, frame))
+            value = self._keep(value, stmt, frame, ast.unparse(stmt), self._grows(stmt.target, frame))
         self.assign(stmt.target, self.binop(current, value, stmt, stmt.op, frame), frame, stmt)
 
     def _stmt_Import(self, stmt, frame: Frame):
@@ -366,9 +324,9 @@ class Interpreter:
         on_true, on_false = self._narrowing(stmt.test, frame)
         site = where(frame.module, stmt)
         return self._branches(frame, [(stmt.body, on_true), (stmt.orelse, on_false)],
-                              f"the side of the `if` at {site} that leaves it float64 is the one taken", site)
+                              Assumption(Kind.BRANCH, site), site)
 
-    def _branches(self, frame: Frame, branches: list, why: str, site: str) -> bool:
+    def _branches(self, frame: Frame, branches: list, why: Assumption, site: str) -> bool:
         """Run each (body, narrowed names) from the same state; join what the paths that fall through
         leave behind. The frame keeps its locals dict (module globals and closures point at it).
         ``site``: the statement that chooses (what runs inside is on one side of it)."""
@@ -435,8 +393,7 @@ class Interpreter:
         if not any(isinstance(case.pattern, ast.MatchAs) and case.pattern.pattern is None for case in stmt.cases):
             branches.append(([], {}))
         site = where(frame.module, stmt)
-        return self._branches(frame, branches, f"the case of the `match` at {site} that leaves it float64 is the one taken",
-                              site)
+        return self._branches(frame, branches, Assumption(Kind.BRANCH, site), site)
 
     def _loop(self, stmt, frame: Frame, bind) -> None:
         saved = self.state
@@ -557,6 +514,25 @@ class Interpreter:
             value = _const(call.args[0])
             if isinstance(value, bool):
                 return not value
+        if call is not None and isinstance(call.func, (ast.Name, ast.Attribute)):
+            return self._wrapped_grad_mode(self.eval(call.func, frame))
+        return None
+
+    def _wrapped_grad_mode(self, callee) -> bool | None:
+        """A project's own ``@contextlib.contextmanager`` whose ``yield`` sits inside ``with
+        torch.no_grad():`` (used as ``with wrapper():`` or ``@wrapper()``) turns gradients off too."""
+        if not isinstance(callee, FuncRef) or not isinstance(callee.node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return None
+        module = callee.module
+        names = [self.project.qualname(module, d) or "" for d in callee.node.decorator_list]
+        if not any(n.endswith("contextmanager") for n in names):
+            return None
+        for stmt in ast.walk(callee.node):
+            if isinstance(stmt, (ast.With, ast.AsyncWith)) and any(isinstance(n, (ast.Yield, ast.YieldFrom))
+                                                                   for n in ast.walk(stmt)):
+                modes = [self._grad_mode(item.context_expr, Frame(module, {})) for item in stmt.items]
+                if any(mode is not None for mode in modes):
+                    return next(mode for mode in modes if mode is not None)
         return None
 
     def _grad_switch(self, call: ast.Call, frame: Frame) -> None:
@@ -625,7 +601,7 @@ class Interpreter:
         key = _const(target.slice)
         if base == "os.environ":
             if key == library.CVD:
-                self.env_set(stmt, frame, value)
+                launch_facts.env_set(self.launch, where(frame.module, stmt), self.state.stack, value)
             return
         container = self.eval(target.value, frame)
         if isinstance(container, DictV):
@@ -766,12 +742,10 @@ class Interpreter:
         if branch is not None:
             return self.eval(node.body if branch else node.orelse, frame)
         return join(self.eval(node.body, frame), self.eval(node.orelse, frame),
-                    f"the side of the conditional at {where(frame.module, node)} that gives float64 is the one taken")
+                    Assumption(Kind.BRANCH, where(frame.module, node)))
 
     def _expr_BoolOp(self, node: ast.BoolOp, frame: Frame):
-        return join_all((self.eval(v, frame) for v in node.values),
-                        f"the `{'and' if isinstance(node.op, ast.And) else 'or'}` at {where(frame.module, node)} "
-                        f"gives its float64 operand")
+        return join_all((self.eval(v, frame) for v in node.values), Assumption(Kind.BRANCH, where(frame.module, node)))
 
     def _expr_Compare(self, node: ast.Compare, frame: Frame):
         self.eval(node.left, frame)
@@ -932,7 +906,8 @@ class Interpreter:
         base = self.project.qualname(frame.module, node.value)
         key = _const(node.slice)
         if base == "os.environ" and key in library.DIST_MARKERS:
-            self.launched(node, frame, f"reads {key} (set by torchrun)")
+            launch_facts.launched(self.launch, where(frame.module, node), f"reads {key} (set by torchrun)",
+                                  self.state.branch)
         value = self.eval(node.value, frame)
         self.eval(node.slice, frame)
         is_slice = isinstance(node.slice, ast.Slice)
@@ -947,7 +922,7 @@ class Interpreter:
         if isinstance(value, DictV):
             if isinstance(node.slice, ast.Constant):
                 return value.get(key)
-            return join_all(value.values(), f"`{ast.unparse(node)}` reads one of the float64 entries")
+            return join_all(value.values(), Assumption(Kind.ELEMENT, where(frame.module, node)))
         if isinstance(value, T):
             return self._index_tensor(value, node, frame)
         if isinstance(value, Dataset):
@@ -979,7 +954,19 @@ class Interpreter:
             if isinstance(left, (Seq, Items)) or isinstance(right, (Seq, Items)):
                 return Items(join(element(left), element(right)))
             return UNKNOWN
-        return self.arithmetic(values)
+        result = self.arithmetic(values)
+        if isinstance(op, ast.Div) and result.dtype == "int" and result.kind in ("array", "tensor"):
+            return self._true_division(result, node, frame)
+        return result
+
+    def _true_division(self, result: T, node, frame: Frame) -> T:
+        """``/`` of integers: NumPy gives float64 (``len(y) / np.bincount(y)``, class weights), torch the
+        default float dtype."""
+        if result.kind == "tensor":
+            return replace(result, dtype=self.default_dtype)
+        site = where(frame.module, node)
+        return replace(result, dtype="f64", origin=Origin(site, "`/` of NumPy integers is float64",
+                                                          "np.float32(...) or .astype(np.float32)"))
 
     def arithmetic(self, values: list[T]) -> T:
         """The result of an element-wise operation (torch's and numpy's promotion, roughly)."""
@@ -1017,24 +1004,8 @@ class Interpreter:
         src = frozenset().union(*(v.src for v in tensors))
         return T("tensor", dtype, f64.origin if f64 else None, f64.doubt if f64 else (), req, grads, src=src)
 
-    # -- float64 meets float32 -----------------------------------------------------------------
-
     def meet(self, a, b, node: ast.AST, frame: Frame, op: str, exprs: tuple = ()) -> None:
-        for i, (x, y) in enumerate(((a, b), (b, a))):
-            if (isinstance(x, T) and x.kind == "tensor" and x.f64 and isinstance(y, T) and y.kind == "tensor"
-                    and y.dtype == "f32"):
-                weight = f" float32 nn.Parameter '{y.param}'" if y.param else " a float32 tensor"
-                expr = exprs[i] if i < len(exprs) else ""
-                self._meeting(x, node, frame, f"{op} with{weight}", expr)
-
-    def _meeting(self, value: T, node: ast.AST, frame: Frame, op: str, expr: str, doubt: tuple = ()) -> None:
-        site = where(frame.module, node)
-        origin = value.origin or Origin(site, "a float64 tensor", "x.float()")
-        key = (origin.where, site)
-        doubt = tuple(dict.fromkeys(value.doubt + doubt))
-        known = self.meetings.get(key)
-        if known is None or (known.doubt and not doubt):
-            self.meetings[key] = Meeting(site, origin, op, expr, self.state.stack, doubt)
+        dtype_facts.meet(self.dtype, a, b, where(frame.module, node), self.state.stack, op, exprs)
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -1068,7 +1039,7 @@ class Interpreter:
             return self.library(callee.qualname, node, frame)
         args, kwargs = self.arguments(node, frame)
         if isinstance(callee, Unknown):
-            guess = _model_name(node.func)
+            guess = _model_name(node.func, where(frame.module, node))
             if guess:
                 return self.call_module(Mod(label=ast.unparse(node.func), guess=guess), args, kwargs, node, frame)
             return self._unseen(args, kwargs, node, frame)
@@ -1098,8 +1069,7 @@ class Interpreter:
         return opaque(values)
 
     def _escape(self, value, node: ast.AST, frame: Frame) -> None:
-        for site in graph_of(value)[1]:
-            self.escapes.setdefault(site, where(frame.module, node))
+        grad_facts.escape(self.grad, value, where(frame.module, node))
 
     def library(self, name: str, node: ast.Call, frame: Frame):
         args, kwargs = self.arguments(node, frame)
@@ -1117,10 +1087,16 @@ class Interpreter:
         else:
             value = Inst(obj)
         if any(map(library.is_training_config, bases)):  # class OurTrainingArguments(TrainingArguments)
-            self.config_event(node, frame, info.name)
+            launch_facts.config(self.launch, node, where(frame.module, node), self.state.stack, info.name,
+                                display(frame.module.path), lambda expr: self._int_value(expr, frame))
         init = project.find_method(info, "__init__")
         if init is not None:
-            self.call_function(init[0].module, init[1], args, kwargs, value, where(frame.module, node))
+            saved = self.state
+            self.state = replace(saved, constructing=True)
+            try:
+                self.call_function(init[0].module, init[1], args, kwargs, value, where(frame.module, node))
+            finally:
+                self.state = saved
         if isinstance(value, Inst) and project.find_method(info, "__getitem__") is not None:
             obj.attrs.setdefault("__dataset__", True)
         return value
@@ -1128,15 +1104,13 @@ class Interpreter:
     def call_module(self, mod: Mod, args, kwargs, node: ast.AST, frame: Frame):
         site = where(frame.module, node)
         outer = self.state.in_forward == 0 and not self.state.no_grad
-        if outer and self.state.repeated and not mod.loss and mod.parametric:
-            self.forwards.setdefault(site, Forward(
-                site, ast.unparse(node.func) if isinstance(node, ast.Call) else mod.label, self.state.stack,
-                self.state.loop, eval_mode=mod.obj is not None and not mod.obj.training, guess=mod.guess))
+        if outer and self.state.repeated and not self.state.constructing and not mod.loss and mod.parametric:
+            grad_facts.forward(self.grad, site, ast.unparse(node.func) if isinstance(node, ast.Call) else mod.label,
+                         self.state, eval_mode=mod.obj is not None and not mod.obj.training, guess=mod.guess)
         saved = self.state
         if outer:
             self.state = replace(saved, outer=site)
-            for value in [*args, *kwargs.values()]:
-                self.feeds.setdefault(site, set()).update(sources_of(value))
+            grad_facts.feeds(self.grad, site, [*args, *kwargs.values()])
         result = None
         if mod.obj is not None:
             found = self.project.find_method(mod.obj.cls, "forward")
@@ -1158,12 +1132,12 @@ class Interpreter:
     def _library_forward(self, mod: Mod, args, kwargs, node: ast.AST, frame: Frame):
         """What a library module's forward gives: its weights' dtype, the graphs of its inputs."""
         if mod.parametric and not mod.loss and not mod.is_f64:
-            nodes = node.args if isinstance(node, ast.Call) else []
-            for i, arg in enumerate(args):
-                if isinstance(arg, T) and arg.kind == "tensor" and arg.f64:
-                    expr = ast.unparse(nodes[i]) if i < len(nodes) else ""
-                    self._meeting(arg, node, frame, f"{mod.label} with float32 weights", expr,
-                                  (mod.guess,) if mod.guess else ())
+            exprs = [ast.unparse(n) for n in node.args] if isinstance(node, ast.Call) else []
+            dtype_facts.weights(self.dtype, mod.label, mod.guess, args, exprs, where(frame.module, node), self.state.stack)
+        if mod.loss and mod.builtin:
+            exprs = [ast.unparse(n) for n in node.args] if isinstance(node, ast.Call) else []
+            dtype_facts.loss(self.dtype, mod.builtin, args, kwargs, exprs, where(frame.module, node), self.state.stack,
+                             weight=mod.weight)
         values = [v for v in [*args, *kwargs.values()] if isinstance(v, T)]
         req, grads = False, frozenset()
         for v in [*args, *kwargs.values()]:
@@ -1209,7 +1183,8 @@ class Interpreter:
             self._active.pop()
             self.state = saved
         name = getattr(node, "name", "lambda")
-        result = join_all(frame.returns, f"{name}() returns through one of its float64 returns") if frame.returns else NONE
+        result = join_all(frame.returns, Assumption(Kind.RETURN, where(module, node), f"{name}()")) \
+            if frame.returns else NONE
         if decorated_no_grad or self.state.no_grad:
             result = drop_graph(result)
         if key is not None:
@@ -1279,7 +1254,7 @@ class Interpreter:
         return self._unseen(args, kwargs, node, frame)
 
     def _backward(self, owner, args, node, frame: Frame, receiver):
-        self.trains(Seq((owner, *args)))  # loss.backward(), or engine.backward(loss)
+        grad_facts.trains(self.grad, Seq((owner, *args)))  # loss.backward(), or engine.backward(loss)
         if isinstance(owner, T) and not owner.req and isinstance(receiver, (ast.Name, ast.Attribute)):
             # .backward() raises on a tensor without a graph: past this line it certainly has one.
             self.assign(receiver, replace(owner, req=True), frame, node)
@@ -1291,10 +1266,11 @@ class Interpreter:
         if isinstance(node, ast.Call):
             self._inplace_buffer(node, frame, args)
             if name == "cuda" or (name == "to" and self._cuda_arg(node, frame)):
-                self.cuda_event(node, frame, f".{name}({'cuda' if name == 'to' else ''})")
+                launch_facts.cuda(self.launch, where(frame.module, node), self.state.stack,
+                                  f".{name}({'cuda' if name == 'to' else ''})")
         if name in ("append", "extend", "insert", "add") and args and receiver is not None \
                 and self._persists(receiver, frame):
-            kept = self._check_retention(args[-1], node, frame, ast.unparse(node), self._grows(receiver, frame))
+            kept = self._keep(args[-1], node, frame, ast.unparse(node), self._grows(receiver, frame))
             args = [*args[:-1], kept]
         return args
 
@@ -1380,9 +1356,10 @@ class Interpreter:
 
     def _list_method(self, owner, name, args, node, frame: Frame, receiver):
         if name in ("append", "add", "insert") and args:
-            updated = Items(join(element(owner), args[-1], "the float64 elements are the ones used"))
+            updated = Items(join(element(owner), args[-1], Assumption(Kind.ELEMENT, where(frame.module, node))))
         elif name == "extend" and args:
-            updated = Items(join(element(owner), self.iterate(args[0]), "the float64 elements are the ones used"))
+            updated = Items(join(element(owner), self.iterate(args[0]),
+                                 Assumption(Kind.ELEMENT, where(frame.module, node))))
         elif name in ("pop", "__getitem__"):
             return element(owner)
         elif name in ("copy",):
@@ -1398,9 +1375,9 @@ class Interpreter:
     def _dict_method(self, owner: DictV, name, args, kwargs, node, frame: Frame, receiver):
         if name == "items":
             keys = [Const(k) for k, _ in owner.items] or [UNKNOWN]
-            return Items(Seq((join_all(keys), join_all(owner.values(), "the float64 entries are the ones used"))))
+            return Items(Seq((join_all(keys), join_all(owner.values(), Assumption(Kind.ELEMENT, where(frame.module, node))))))
         if name == "values":
-            return Items(join_all(owner.values(), "the float64 entries are the ones used"))
+            return Items(join_all(owner.values(), Assumption(Kind.ELEMENT, where(frame.module, node))))
         if name == "keys":
             return Items(join_all([Const(k) for k, _ in owner.items]))
         if name in ("get", "pop", "setdefault"):
@@ -1530,7 +1507,8 @@ class Interpreter:
     def default_tensor(self, site: str, name: str) -> T:
         if self.default_dtype == "f64":
             return T("tensor", "f64", Origin(site, f"`{name}(...)` is float64 (torch.set_default_dtype(torch.float64) "
-                                                   f"at {self.default_set_at})", "dtype=torch.float32"))
+                                                   f"at {self.default_set_at})", "dtype=torch.float32",
+                                             self.default_set_at))
         return T("tensor", self.default_dtype)
 
     def to_tensor(self, value, site: str):
@@ -1614,19 +1592,14 @@ class Interpreter:
             return self.dataset_item(value, None, None)
         return UNKNOWN
 
-    # -- events --------------------------------------------------------------------------------
-
-    def trains(self, value) -> None:
-        """``value`` reaches .backward(): the forwards whose graph it may carry are training, and so are
-        those whose detached outputs went into it (a target ``D(fake.detach())``, ``vgg(real).detach()``)."""
-        self.training_sites |= graph_of(value)[1] | sources_of(value)
+    # -- what the check families record -------------------------------------------------------
 
     def _buffer_update(self, obj: Obj, name: str, value, stmt, frame: Frame) -> None:
         if name not in obj.buffers or self.state.no_grad or not self.state.in_forward:
             return
         req, _ = graph_of(value)
-        if req and self.state.outer in self.forwards:
-            self.forwards[self.state.outer].buffers.append((where(frame.module, stmt), name))
+        if req:
+            grad_facts.buffer_update(self.grad, self.state.outer, where(frame.module, stmt), name)
 
     def _inplace_buffer(self, node: ast.Call, frame: Frame, args) -> None:
         func = node.func
@@ -1663,62 +1636,10 @@ class Interpreter:
                 return True
         return False
 
-    def _check_retention(self, value, node, frame: Frame, text: str, grows: bool):
-        """A graph-carrying value kept in an accumulator that outlives the iteration: recorded, and
-        returned tagged (``keep:<site>``) so that an accumulator that later reaches .backward() (a loss
-        summed over layers or tasks) is known to be part of training, not a leak."""
-        req, _ = graph_of(value)
-        if not (req and not self.state.no_grad and self.state.repeated and not self.state.in_forward):
-            return value
-        if isinstance(value, T) and value.param is not None and not value.grads:
-            return value  # an nn.Parameter is a leaf: keeping one keeps the weight, not a graph
-        site = where(frame.module, node)
-        self.retentions.setdefault(site, Retention(site, text, self.state.stack, self.state.loop, grows))
-        return _tag(value, f"keep:{site}")
-
-    def env_set(self, node, frame: Frame, value) -> None:
-        text = value.value if isinstance(value, Const) and isinstance(value.value, str) else None
-        self.timeline.append(Event("env-set", where(frame.module, node), self.state.stack, value=text))
-
-    def cuda_event(self, node, frame: Frame, detail: str) -> None:
-        self.timeline.append(Event("cuda", where(frame.module, node), self.state.stack, detail))
-
-    def launched(self, node, frame: Frame, what: str) -> None:
-        site = where(frame.module, node)
-        if self.state.branch is None:
-            self.launcher = self.launcher or (site, what)
-        elif self.maybe_launcher is None:
-            self.maybe_launcher = (site, what, self.state.branch)
-
-    def config_event(self, node: ast.Call, frame: Frame, cls: str, *, from_cli: bool = False) -> None:
-        """A TrainingArguments / SFTConfig built here; ``from_cli``: by an argument parser, so its
-        per-device batch comes from the command line (None)."""
-        per_device, accumulation = (None, 1) if from_cli else (8, 1)
-        for kw in node.keywords:
-            value = self._int_value(kw.value, frame)
-            if kw.arg == "per_device_train_batch_size" and value is not None:
-                per_device = value
-            elif kw.arg == "gradient_accumulation_steps" and value is not None:
-                accumulation = value
-        self.timeline.append(Event("config", where(frame.module, node), self.state.stack, cls,
-                                   (per_device, accumulation), owner=display(frame.module.path)))
-
-    def placement_event(self, node: ast.Call, frame: Frame) -> None:
-        """A pretrained model loaded in 8/4-bit or placed by ``device_map``: transformers' Trainer
-        wraps neither in DataParallel (quantized models never; a model spread over several GPUs is
-        model-parallel). Definite only for a literal ``load_in_8bit=True`` / ``load_in_4bit=True``."""
-        keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
-        quantized = [k for k in ("load_in_8bit", "load_in_4bit") if k in keywords]
-        if any(_const(keywords[k]) is True for k in quantized):
-            value, detail = "8/4-bit", "loaded in 8/4-bit"
-        elif quantized or "quantization_config" in keywords:
-            value, detail = "maybe", "the model may be loaded quantized (never wrapped in DataParallel)"
-        elif "device_map" in keywords and _const(keywords["device_map"]) not in ("cpu", None) \
-                and not isinstance(_const(keywords["device_map"]), int):
-            value, detail = "maybe", "device_map may spread the model over several GPUs (model-parallel: no DataParallel)"
-        else:
-            return
-        self.timeline.append(Event("placement", where(frame.module, node), self.state.stack, detail, value))
+    def _keep(self, value, node, frame: Frame, text: str, grows: bool):
+        """A value kept by an accumulator that outlives the iteration; tagged when it keeps a graph."""
+        token = grad_facts.retention(self.grad, value, where(frame.module, node), text, self.state, grows)
+        return _tag(value, token) if token else value
 
     def _int_value(self, expr: ast.expr, frame: Frame) -> int | None:
         value = _const(expr)
@@ -1750,7 +1671,7 @@ class Interpreter:
         site = where(module, stmt)
         for name in names:
             if name.split(".")[0] == "unsloth":
-                self.timeline.append(Event("cuda", site, self.state.stack, "import unsloth"))
+                launch_facts.cuda(self.launch, site, self.state.stack, "import unsloth")
             local = self.project.modules.get(name)
             if local is not None and local not in self.globals:
                 # Importing a package runs its __init__ first.
@@ -1764,6 +1685,22 @@ class Interpreter:
             for alias in stmt.names:
                 if alias.name != "*":
                     frame.locals.pop(alias.asname or alias.name, None)
+        if frame.assigned is not None:
+            self._bind_local_import(stmt, frame)
+
+    def _bind_local_import(self, stmt, frame: Frame) -> None:
+        """An import inside a function binds a local name: it shadows a module-level function or
+        value of the same name inside that function (and nowhere else)."""
+        if isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                name = alias.name if alias.asname else alias.name.split(".")[0]
+                frame.locals[alias.asname or name] = self.resolve(name)
+            return
+        source = self.project._absolute(frame.module, stmt)
+        for alias in stmt.names:
+            if alias.name != "*":
+                qualified = f"{source}.{alias.name}" if source else alias.name
+                frame.locals[alias.asname or alias.name] = self.resolve(qualified)
 
 
 def analyse(project: Project) -> Interpreter:

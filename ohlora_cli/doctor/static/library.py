@@ -16,6 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import dtype as dtype_facts
+from . import grad as grad_facts
+from . import launch as launch_facts
+from .project import display
 from .values import (
     NONE,
     UNKNOWN,
@@ -53,6 +57,8 @@ MATMUL_OPS = {"matmul", "mm", "bmm", "mv", "addmm", "linear", "bilinear", "conv1
               "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "einsum"}
 TORCH_FACTORIES = {"randn", "rand", "zeros", "ones", "empty", "full", "linspace", "logspace", "normal", "eye",
                    "randn_like", "rand_like", "zeros_like", "ones_like", "full_like", "empty_like"}
+LOSS_FUNCTIONS = {"cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+                  "huber_loss"}
 TORCH_JOINS = {"stack", "cat", "concat", "concatenate", "hstack", "vstack", "dstack", "column_stack", "row_stack"}
 TORCH_INT = {"randint", "randperm", "multinomial", "argmax", "argmin", "argsort", "bincount", "nonzero",
              "LongTensor", "IntTensor", "BoolTensor", "ByteTensor"}
@@ -64,8 +70,9 @@ NUMPY_RANDOM_INT = {"randint", "integers", "choice", "permutation", "shuffle", "
                     "RandomState", "get_state", "set_state", "binomial", "poisson"}
 TRAINING_CONFIGS = ("TrainingArguments", "Seq2SeqTrainingArguments")
 
+# np.float_ and np.float (NumPy < 2 / < 1.24) were aliases of float64.
 F64_DTYPES = {"torch.float64", "torch.double", "numpy.float64", "numpy.double", "float", "float64", "double",
-              "builtins.float", "torch.DoubleTensor"}
+              "builtins.float", "torch.DoubleTensor", "numpy.float_", "numpy.float"}
 F32_DTYPES = {"torch.float32", "torch.float", "numpy.float32", "numpy.single", "float32", "torch.FloatTensor"}
 F16_DTYPES = {"torch.float16", "torch.half", "torch.bfloat16", "numpy.float16", "float16", "bfloat16", "half",
               "torch.HalfTensor", "torch.BFloat16Tensor"}
@@ -106,6 +113,20 @@ class Call:
     @property
     def site(self) -> str:
         return self.interp.where(self.frame, self.node)
+
+    @property
+    def stack(self) -> tuple:
+        return self.interp.state.stack
+
+    def launched(self, what: str) -> None:
+        launch_facts.launched(self.interp.launch, self.site, what, self.interp.state.branch)
+
+    def config(self, cls: str, *, from_cli: bool = False) -> None:
+        launch_facts.config(self.interp.launch, self.node, self.site, self.stack, cls, display(self.frame.module.path),
+                            lambda expr: self.interp._int_value(expr, self.frame), from_cli=from_cli)
+
+    def trains(self, value) -> None:
+        grad_facts.trains(self.interp.grad, value)
 
     def arg(self, index: int, keyword: str):
         if keyword in self.kwargs:
@@ -179,27 +200,27 @@ def _first(c: Call):
 def _environ_update(c: Call):
     mapping = c.first if isinstance(c.first, DictV) else DictV(tuple(c.kwargs.items()))
     if any(k == CVD for k, _ in mapping.items):
-        c.interp.env_set(c.node, c.frame, mapping.get(CVD))
+        launch_facts.env_set(c.interp.launch, c.site, c.stack, mapping.get(CVD))
     return NONE
 
 
 @rule("os.environ.setdefault", "os.putenv")
 def _environ_setdefault(c: Call):
     if c.const_arg(0) == CVD:
-        c.interp.env_set(c.node, c.frame, c.args[1] if len(c.args) > 1 else UNKNOWN)
+        launch_facts.env_set(c.interp.launch, c.site, c.stack, c.args[1] if len(c.args) > 1 else UNKNOWN)
     return NONE
 
 
 @rule("os.environ.get", "os.getenv")
 def _getenv(c: Call):
     if c.const_arg(0) in DIST_MARKERS:
-        c.interp.launched(c.node, c.frame, f"reads {c.const_arg(0)} (set by torchrun)")
+        c.launched(f"reads {c.const_arg(0)} (set by torchrun)")
     return UNKNOWN
 
 
 def _launcher(what: str, result=None):
     def handle(c: Call):
-        c.interp.launched(c.node, c.frame, what)
+        c.launched(what)
         return result(c) if result else Lib(c.name + "()")
     return handle
 
@@ -222,26 +243,26 @@ for _name, _what in (
 @rule("torch.nn.parallel.DistributedDataParallel", "torch.nn.parallel.DataParallel", "torch.nn.DataParallel")
 def _wrap_parallel(c: Call):
     if c.short == "DistributedDataParallel":
-        c.interp.launched(c.node, c.frame, "DistributedDataParallel")
+        c.launched("DistributedDataParallel")
     return c.first if isinstance(c.first, Mod) else Mod(label="model")
 
 
 @rule("torch.distributed.is_initialized")
 def _dist_initialized(c: Call):
     # In execution order: no launcher or process group seen so far means a plain single process.
-    return Const(False) if c.interp.launcher is None and c.interp.maybe_launcher is None else UNKNOWN
+    return Const(False) if c.interp.launch.launcher is None and c.interp.launch.maybe_launcher is None else UNKNOWN
 
 
 @rule("deepspeed.initialize")
 def _deepspeed_initialize(c: Call):
-    c.interp.launched(c.node, c.frame, "deepspeed.initialize (run with the `deepspeed` launcher)")
+    c.launched("deepspeed.initialize (run with the `deepspeed` launcher)")
     model = c.kwargs.get("model", c.first)
     return Seq((model if isinstance(model, Mod) else Mod(label="model"), UNKNOWN, UNKNOWN, UNKNOWN))
 
 
 @rule("torch.multiprocessing.spawn", "torch.multiprocessing.start_processes")
 def _spawn(c: Call):
-    c.interp.launched(c.node, c.frame, "torch.multiprocessing.spawn (one process per GPU)")
+    c.launched("torch.multiprocessing.spawn (one process per GPU)")
     target, extra = c.first, c.kwargs.get("args", c.args[1] if len(c.args) > 1 else Seq(()))
     if isinstance(target, FuncRef):
         rest = list(extra.items) if isinstance(extra, Seq) else []
@@ -252,14 +273,14 @@ def _spawn(c: Call):
 @family(lambda name, short: name.startswith("argparse.") and short == "add_argument")
 def _add_argument(c: Call):
     if any(isinstance(a, ast.Constant) and a.value in ("--local_rank", "--local-rank") for a in c.node.args):
-        c.interp.launched(c.node, c.frame, "a --local_rank argument (torch.distributed.launch)")
+        c.launched("a --local_rank argument (torch.distributed.launch)")
     return NONE
 
 
 @family(lambda name, short: name.startswith("torch.cuda.") and short[:1].islower()
         and not name.startswith(("torch.cuda.amp", "torch.cuda.manual_seed")))
 def _cuda_query(c: Call):
-    c.interp.cuda_event(c.node, c.frame, f"{c.name}()")
+    launch_facts.cuda(c.interp.launch, c.site, c.stack, f"{c.name}()")
     return T("num", "int") if c.short == "device_count" else UNKNOWN
 
 
@@ -272,9 +293,9 @@ def is_training_config(qualname: str) -> bool:
 
 @family(lambda name, short: is_training_config(name))
 def _training_config(c: Call):
-    c.interp.config_event(c.node, c.frame, c.short)
+    c.config(c.short)
     if any(kw.arg == "deepspeed" for kw in c.node.keywords):
-        c.interp.launched(c.node, c.frame, "TrainingArguments(deepspeed=...) (run with the `deepspeed` launcher)")
+        c.launched("TrainingArguments(deepspeed=...) (run with the `deepspeed` launcher)")
     return Lib(c.name + "()")
 
 
@@ -300,7 +321,7 @@ def _argument_parser(c: Call):
 @family(lambda name, short: "Parser(" in name and short.startswith("parse") and "Parser()" not in name)
 def _parse_config(c: Call):
     built = c.name[c.name.index("Parser(") + 7:c.name.index(")", c.name.index("Parser("))]
-    c.interp.config_event(c.node, c.frame, built, from_cli=True)
+    c.config(built, from_cli=True)
     return UNKNOWN
 
 
@@ -308,13 +329,13 @@ def _parse_config(c: Call):
 
 @family(lambda name, short: short == "backward")
 def _backward(c: Call):
-    c.interp.trains(c.first)
+    c.trains(c.first)
     return NONE
 
 
 @rule("torch.autograd.grad")
 def _autograd_grad(c: Call):
-    c.interp.trains(c.kwargs.get("outputs", c.first))
+    c.trains(c.kwargs.get("outputs", c.first))
     return UNKNOWN
 
 
@@ -352,7 +373,7 @@ def _accelerator_method(c: Call):
     if short == "prepare":
         return c.first if len(c.args) == 1 else Seq(tuple(c.args))
     if short == "backward":
-        c.interp.trains(c.first)
+        c.trains(c.first)
         return NONE
     if short in ("unwrap_model", "gather", "gather_for_metrics", "reduce", "pad_across_processes", "prepare_model"):
         return c.first
@@ -523,7 +544,7 @@ def _numpy(c: Call):
     dtype = c.dtype()
     if short in ("float32", "single"):
         return T("array", "f32")
-    if short in ("float64", "double"):
+    if short in ("float64", "double", "float_", "float"):  # np.float_ / np.float: old aliases of float64
         return T("array", "f64", Origin(site, f"np.{short}(...) is float64", "np.float32(...)"))
     if short in NUMPY_JOINS:
         if dtype:
@@ -549,7 +570,11 @@ def _numpy(c: Call):
         # numpy keeps an array's dtype against a Python scalar; an array of float64 wins.
         f64 = next((v for v in arrays if v.f64 and v.kind != "num"), None)
         if f64 is not None:
-            return T("array", "f64", f64.origin, f64.doubt)
+            return T("array", "f64", f64.origin or Origin(site, f"np.{short}(...) of a float64 value is float64",
+                                                          "np.float32(...)"), f64.doubt)
+        if arrays[0].dtype == "f64":  # np.sqrt(2.0): a NumPy float64 scalar, which promotes a float32 array
+            return T("array", "f64", Origin(site, f"np.{short}(...) of a Python float is a NumPy float64 scalar",
+                                            "np.float32(...)"))
         return T("array", arrays[0].dtype)
     return UNKNOWN
 
@@ -607,6 +632,13 @@ def _factory(c: Call):
     dtype = c.dtype()
     if dtype:
         return T("tensor", dtype, born(c, dtype))
+    if c.short == "full":
+        fill = c.node.args[1] if len(c.node.args) > 1 else next(
+            (kw.value for kw in c.node.keywords if kw.arg == "fill_value"), None)
+        value = fill.value if isinstance(fill, ast.Constant) else None
+        if isinstance(value, int):  # torch infers the dtype from the fill value: 1 is int64, True bool
+            return T("tensor", "int", Origin(c.site, f"`{c.name}(..., {value})` with an int fill value is int64",
+                                             f"a float fill value ({float(value)}) or dtype=torch.float32"))
     if c.short.endswith("_like") and isinstance(c.first, T):
         return T("tensor", c.first.dtype, c.first.origin, c.first.doubt)
     return c.interp.default_tensor(c.site, c.name)
@@ -640,7 +672,7 @@ def _matmul(c: Call):
     nodes = c.node.args[1:] if c.short == "einsum" else c.node.args
     if len(args) >= 2:
         op = f"{c.name.replace('torch.nn.functional.', 'F.')}()"
-        c.interp.meet(args[0], args[1], c.node, c.frame, op, tuple(ast.unparse(a) for a in nodes[:2]))
+        dtype_facts.meet(c.interp.dtype, args[0], args[1], c.site, c.stack, op, tuple(ast.unparse(a) for a in nodes[:2]))
     return c.interp.torch_result(c.args, c.kwargs)
 
 
@@ -657,8 +689,17 @@ def _nn_module(c: Call):
         elif len(c.args) == 1 and isinstance(first, (Items, DictV)):
             items = first.values() if isinstance(first, DictV) else [first.elem]
         parts = tuple(i for i in items if isinstance(i, Mod))
-    return Mod(builtin=short, parametric=short in NN_PARAMETRIC, loss=short.endswith("Loss"), label=f"nn.{short}",
-               f64=c.interp.default_dtype == "f64", parts=parts)
+    loss = short.endswith("Loss")
+    weight = c.arg(0, "weight") if loss and short in dtype_facts.CLASS_WEIGHTED else None
+    return Mod(builtin=short, parametric=short in NN_PARAMETRIC, loss=loss, label=f"nn.{short}",
+               f64=c.interp.default_dtype == "f64", parts=parts, weight=weight)
+
+
+@family(lambda name, short: name.startswith("torch.nn.functional.") and short in LOSS_FUNCTIONS)
+def _loss_function(c: Call):
+    exprs = [ast.unparse(a) for a in c.node.args]
+    dtype_facts.loss(c.interp.dtype, c.name, c.args, c.kwargs, exprs, c.site, c.stack)
+    return c.interp.torch_result(c.args, c.kwargs)
 
 
 @rule("torch.utils.data.DataLoader", "torch.utils.data.dataloader.DataLoader")
@@ -725,7 +766,7 @@ def _from_pretrained(c: Call):
     for kw in c.node.keywords:
         if kw.arg in ("dtype", "torch_dtype"):
             dtype = c.interp.dtype_name(kw.value, c.frame)
-    c.interp.placement_event(c.node, c.frame)
+    launch_facts.placement(c.interp.launch, c.node, c.site, c.stack)
     return Mod(label="model", f64=dtype == "f64")
 
 
@@ -753,3 +794,24 @@ def _hf_object_method(c: Call):
     # A Trainer's train()/save_model()/evaluate(), a dataset's map() ...: library code runs the model
     # itself (forward and backward); nothing here is a forward pass of the script's own.
     return UNKNOWN
+
+
+# -- torchvision transforms ------------------------------------------------------------------------
+
+@rule("torchvision.transforms.ToTensor", "torchvision.transforms.transforms.ToTensor")
+def _to_tensor_transform(c: Call):
+    return Lib("torchvision.transforms.ToTensor()")
+
+
+@rule("torchvision.transforms.ToTensor()", "torchvision.transforms.functional.to_tensor")
+def _to_tensor(c: Call):
+    """ToTensor scales uint8 images to float32 in [0, 1]; any other numpy array keeps its dtype, so a
+    float64 array stays float64 (only uint8 input is converted)."""
+    first = c.first
+    if isinstance(first, T) and first.kind in ("array", "frame") and first.f64:
+        return T("tensor", "f64", Origin(c.site, "ToTensor() keeps a float64 numpy array float64 (only uint8 is "
+                                                 "scaled to float32)", ".astype(np.float32) before ToTensor()"),
+                 first.doubt)
+    if isinstance(first, T) and first.kind == "array" and first.dtype in ("f32", "int"):
+        return T("tensor", "f32")
+    return T("tensor")

@@ -11,7 +11,9 @@ checks compare qualified names, never bare spellings.
 from __future__ import annotations
 
 import ast
+import codecs
 import os
+import re
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,25 @@ def display(path: Path) -> str:
         return str(path)
 
 
+_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
+
+
+def _unknown_codec(path: Path) -> str | None:
+    """The codec a coding cookie on the first two lines names, when this Python has no such codec."""
+    with path.open("rb") as fh:
+        lines = [fh.readline(), fh.readline()]
+    for line in lines:
+        match = _COOKIE.match(line)
+        if match:
+            name = match.group(1).decode("ascii", "replace")
+            try:
+                codecs.lookup(name)
+            except LookupError:
+                return name
+            return None
+    return None
+
+
 class Project:
     """The entry script plus every local module reachable through its imports."""
 
@@ -67,6 +88,7 @@ class Project:
         # sys.path as Python starts the script: its folder, then PYTHONPATH; appends come later
         self.roots: list[Path] = [self.root, *_pythonpath()]
         self.modules: dict[str, Module] = {}
+        self.codecs: list[tuple[str, str]] = []  # (path:1, codec) of files read as UTF-8: codec not installed
         self.entry = self._parse("__main__", entry.resolve(), package="")
         self._index(self.entry)
 
@@ -74,8 +96,7 @@ class Project:
 
     def _parse(self, name: str, path: Path, package: str) -> Module:
         try:
-            with tokenize.open(path) as fh:  # as Python reads it: a BOM or a coding cookie, else UTF-8
-                source = fh.read()
+            source = self._read(path)
         except (OSError, UnicodeDecodeError, SyntaxError) as exc:
             raise BadInputError(f"{display(path)}: cannot read the script ({exc})") from exc
         try:
@@ -88,6 +109,19 @@ class Project:
         module = Module(name=name, path=path, tree=tree, package=package)
         self.modules[name] = module
         return module
+
+    def _read(self, path: Path) -> str:
+        """The source as Python reads it (a BOM or a coding cookie, else UTF-8). A cookie naming a codec
+        this Python does not have: read as UTF-8 (unreadable bytes replaced), and noted in ``codecs``."""
+        try:
+            with tokenize.open(path) as fh:
+                return fh.read()
+        except SyntaxError as exc:
+            codec = _unknown_codec(path)
+            if codec is None:
+                raise exc from None
+            self.codecs.append((f"{display(path)}:1", codec))
+            return path.read_bytes().decode("utf-8", errors="replace")
 
     def find_local(self, name: str) -> Path | None:
         if not name:

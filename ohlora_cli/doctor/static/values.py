@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..registry import Assumption, Kind
 from .project import ClassInfo, Module
 
 
@@ -28,6 +29,7 @@ class Origin:
     where: str  # path:line
     what: str  # e.g. "np.random.rand(...) is float64"
     fix: str  # e.g. "np.random.rand(...).astype(np.float32)"
+    cause: str | None = None  # path:line of what made it float64 elsewhere (torch.set_default_dtype)
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class T:
     kind: str
     dtype: str = "?"
     origin: Origin | None = None
-    doubt: tuple = ()  # the assumptions the dtype claim rests on; () = definite
+    doubt: tuple = ()  # the Assumptions the dtype claim rests on; () = definite
     req: bool = False  # certainly carries an autograd graph
     grads: frozenset = frozenset()  # outermost forward-call sites whose graph it may carry
     param: str | None = None  # a model weight: its attribute name
@@ -143,8 +145,9 @@ class Mod:
     loss: bool = False
     f64: bool = False
     label: str = "model"
-    guess: str | None = None
+    guess: Assumption | None = None
     parts: tuple = ()  # the layers of an nn.Sequential / nn.ModuleList, in order
+    weight: Any = None  # a loss module's class weights (``nn.CrossEntropyLoss(weight=...)``)
 
     @property
     def is_f64(self) -> bool:
@@ -207,7 +210,7 @@ def _union(a: tuple, b: tuple) -> tuple:
     return tuple(dict.fromkeys(a + b))
 
 
-def doubted(value, reason: str):
+def doubted(value, reason: Assumption | None):
     """``value`` with ``reason`` added to the doubt of every dtype claim inside it."""
     if not reason:
         return value
@@ -223,7 +226,10 @@ def doubted(value, reason: str):
     return value
 
 
-def join(a, b, why: str = ""):
+PATH = Assumption(Kind.PATH)
+
+
+def join(a, b, why: Assumption | None = None):
     """What a variable holds after two paths meet (branches, returns). A float64 claim that holds on
     one path only keeps ``why`` as its doubt; ``None`` on the other path does not weaken it (a None
     never meets a weight)."""
@@ -244,7 +250,7 @@ def join(a, b, why: str = ""):
         if a.dtype == b.dtype:
             dtype, doubt = a.dtype, _union(a.doubt, b.doubt)
         elif f64 is not None:
-            dtype, doubt = "f64", _union(f64.doubt, (why or "the path that leaves it float64 is the one taken",))
+            dtype, doubt = "f64", _union(f64.doubt, (why or PATH,))
         else:
             dtype, doubt = "?", ()
         kind = a.kind if a.kind == b.kind else ("tensor" if "tensor" in (a.kind, b.kind) else a.kind)
@@ -261,10 +267,10 @@ def join(a, b, why: str = ""):
     if isinstance(a, Mod) and isinstance(b, Mod):
         return a
     # Different shapes on two paths: keep the one that can carry a finding, with the doubt said.
-    return doubted(a, why or "the path that leaves it float64 is the one taken")
+    return doubted(a, why or PATH)
 
 
-def join_all(values, why: str = ""):
+def join_all(values, why: Assumption | None = None):
     result = UNKNOWN
     for value in values:
         result = join(result, value, why)
@@ -274,7 +280,7 @@ def join_all(values, why: str = ""):
 def element(value):
     """One element of an iterable value."""
     if isinstance(value, Seq):
-        return join_all(value.items, "the float64 elements are the ones used")
+        return join_all(value.items, Assumption(Kind.ELEMENT))
     if isinstance(value, Items):
         return value.elem
     return UNKNOWN
