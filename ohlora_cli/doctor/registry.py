@@ -59,7 +59,7 @@ class Kind(str, Enum):
 
     BRANCH = "branch"  # one side of an if / match / conditional expression / and-or is the one taken
     ELEMENT = "element"  # of a container's several values, the float64 one is the one used
-    RETURN = "return"  # of a function's several returns, the float64 one is the one taken
+    RETURN = "return"  # of a function's several returns, the one the chain needs (float64, a loss) is taken
     PATH = "path"  # one of several paths, not named
     MODEL_NAME = "model-name"  # a callee is taken for a model from its name alone
     UNSEEN_CODE = "unseen-code"  # code the doctor cannot read does not call .backward() on the value
@@ -78,7 +78,7 @@ class Kind(str, Enum):
 _ASSUMPTION_TEXT = {
     Kind.BRANCH: "the side of the branch at {where} that the chain needs is the one taken",
     Kind.ELEMENT: "of the values read at {where}, the float64 one is the one used",
-    Kind.RETURN: "{subject} returns through its float64 return ({where})",
+    Kind.RETURN: "of {subject}'s returns, the one the chain needs is the one taken ({where})",
     Kind.PATH: "the path that leaves it float64 is the one taken",
     Kind.MODEL_NAME: "`{subject}` is taken for a model from its name (its value is not visible) at {where}",
     Kind.UNSEEN_CODE: "the code at {where}, which the doctor cannot see, never calls .backward() on it",

@@ -87,10 +87,12 @@ def _f32_tensor(value) -> bool:
 
 
 def loss(facts: Facts, name: str, args: list, kwargs: dict, exprs: list, site: str, stack: tuple,
-         weight=None) -> None:
+         weight=None, guess=None) -> None:
     """A loss function (``F.cross_entropy``, ``nn.BCELoss()(...)`` ...) called with a float32 input:
     the arguments torch checks against it are meeting points too. ``weight``: a loss module's class
-    weights, given when it was built."""
+    weights, given when it was built; ``guess``: why the analysis takes the module for this loss,
+    when it does not know it (one of several a registry can build)."""
+    doubt = (guess,) if guess else ()
     short = name.rsplit(".", 1)[-1]
     inp = kwargs.get("input", args[0] if args else None)
     if not _f32_tensor(inp):
@@ -101,18 +103,18 @@ def loss(facts: Facts, name: str, args: list, kwargs: dict, exprs: list, site: s
         weight = kwargs.get("weight", weight)
         if _f64_tensor(weight):
             record(facts, weight, site, stack, f"{label}'s class weights (weight=) with a float32 input", "",
-                   error="expected scalar type Float but found Double")
+                   doubt, error="expected scalar type Float but found Double")
     target_expr = exprs[1] if len(exprs) > 1 else ""
     if short in FLOAT_TARGET and (_f64_tensor(target) or _int_tensor(target)):
         found = "Long" if target.dtype == "int" else "Double"
         record(facts, target, site, stack, f"{label} as its target, with a float32 input", target_expr,
-               error=f"Found dtype {found} but expected Float")
+               doubt, error=f"Found dtype {found} but expected Float")
     if short in MIXED_BACKWARD and _f64_tensor(target):
         record(facts, target, site, stack, f"{label} as its target, with a float32 input (the backward fails)",
-               target_expr, error="Found dtype Double but expected Float")
+               target_expr, doubt, error="Found dtype Double but expected Float")
     if short in NOT_INT_TARGET and _int_tensor(target):
         record(facts, target, site, stack, f"{label} as its target, with a float32 input", target_expr,
-               error="result type Float can't be cast to the desired output type Long")
+               doubt, error="result type Float can't be cast to the desired output type Long")
 
 
 def _int_tensor(value) -> bool:

@@ -1137,7 +1137,7 @@ class Interpreter:
         if mod.loss and mod.builtin:
             exprs = [ast.unparse(n) for n in node.args] if isinstance(node, ast.Call) else []
             dtype_facts.loss(self.dtype, mod.builtin, args, kwargs, exprs, where(frame.module, node), self.state.stack,
-                             weight=mod.weight)
+                             weight=mod.weight, guess=mod.guess)
         values = [v for v in [*args, *kwargs.values()] if isinstance(v, T)]
         req, grads = False, frozenset()
         for v in [*args, *kwargs.values()]:

@@ -241,6 +241,11 @@ def join(a, b, why: Assumption | None = None):
         return a
     if isinstance(a, Const) and isinstance(b, Const) and a != NONE and b != NONE:
         return UNKNOWN  # True on one path, False on the other: not known
+    if isinstance(a, Unknown) and _known_loss(b) or isinstance(b, Unknown) and _known_loss(a):
+        # a loss module on one path, something unknown on the other (a registry that builds the loss
+        # a config names): which loss runs is a guess, said as such
+        known = b if isinstance(a, Unknown) else a
+        return replace(known, guess=why or PATH)
     if isinstance(a, Unknown) or a == NONE:
         return b if isinstance(a, Unknown) or not isinstance(b, Unknown) else a
     if isinstance(b, Unknown) or b == NONE:
@@ -271,10 +276,14 @@ def join(a, b, why: Assumption | None = None):
 
 
 def join_all(values, why: Assumption | None = None):
-    result = UNKNOWN
+    result = None  # no path yet (join(None, v) is v): an unknown path is one that returned UNKNOWN
     for value in values:
         result = join(result, value, why)
-    return result
+    return UNKNOWN if result is None else result
+
+
+def _known_loss(value) -> bool:
+    return isinstance(value, Mod) and value.loss and value.guess is None
 
 
 def element(value):
