@@ -320,6 +320,7 @@ def chat(
         "ohlora doctor recipes/gan-demo.yaml    # environment, recipe, data and dry-run probes",
         "ohlora doctor train.py --gpus 2        # static analysis of your own script",
         "ohlora doctor train.py --json --select dtype-mismatch",
+        "ohlora doctor train.py --run -- --lr 0.1   # EXECUTES train.py for 6 optimizer steps, observed",
     ),
 )
 @guard
@@ -339,8 +340,19 @@ def doctor(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also show the libraries' own output (warnings) live.")
     ] = False,
+    observe: Annotated[
+        bool,
+        typer.Option("--run", help="EXECUTE the script (the first target; the rest, after `--`, are its arguments) "
+                     "in a child process for its first --steps optimizer steps, and report what was observed. "
+                     "Its writes go to a sandbox folder; other changes to files are blocked."),
+    ] = False,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="With --run: stop after N optimizer steps.")] = 6,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1.0, help="With --run: stop the script after S seconds (wall clock).")
+    ] = 120.0,
 ) -> None:
-    """Preflight: environment, recipes (settings, data, dry-run probes) and your own scripts."""
+    """Preflight: environment, recipes (settings, data, dry-run probes) and your own scripts
+    (statically, or with --run by executing them for a few steps)."""
     from .runtime.quiet import library_output
 
     with library_output(verbose=verbose):
@@ -348,7 +360,7 @@ def doctor(
 
         code = run_cli(
             targets or [], json_out=json_out, strict=strict, gpus=gpus, list_checks=list_checks,
-            select=select or [], overrides=set_ or [],
+            select=select or [], overrides=set_ or [], observe=observe, steps=steps, timeout=timeout,
         )
     if code:
         raise typer.Exit(code)
