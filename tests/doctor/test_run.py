@@ -184,3 +184,74 @@ def test_float64_labels_meet_the_label_weight(project, fixed):
     assert f"train.py:{lines(script, '# BORN')[0]}" in fails[0]["message"]
     assert "Generator.label_weight" in fails[0]["message"]
     assert not found(data, "observed-run", "fail"), "the crash is attached to the finding, not a row of its own"
+
+
+# --- cuda-visible-devices-late, the time limit, a crash ---------------------------------------------
+
+LATE = """
+    import os
+    import time
+    import torch
+
+    USE_CUDA = torch.cuda.is_available()  # QUERY
+    os.environ["CUDA_VISIBLE_DEVICES"] = "0"  # LATE
+    while True:  # "loading data" for longer than the time limit
+        time.sleep(1)
+"""
+
+
+def test_late_cuda_visible_devices_is_reported_after_the_time_limit(project):
+    """The child is killed at --timeout; what it streamed before is still reported."""
+    script = write(project, "train.py", LATE)
+    result = runner.invoke(app, ["doctor", "train.py", "--run", "--json", "--timeout", "120"])
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert result.exit_code == 1, result.output
+    assert data["run"]["timed_out"] is True
+    fails = found(data, "cuda-visible-devices-late", "fail")
+    assert [f["where"] for f in fails] == [f"train.py:{lines(script, '# LATE')[0]}"], result.output
+    assert f"train.py:{lines(script, '# QUERY')[0]}" in fails[0]["message"]
+    assert found(data, "observed-run", "warn"), result.output
+
+
+CRASH = """
+    import os
+    os.environ["CUDA_VISIBLE_DEVICES"] = "0"
+    import sys
+    import torch
+    from torch import nn
+
+    assert sys.argv[1:] == ["--lr", "0.1"], sys.argv
+    model = nn.Linear(3, 1).to("cuda" if torch.cuda.is_available() else "cpu")
+    opt = torch.optim.SGD(model.parameters(), lr=float(sys.argv[2]))
+    for step in range(10):
+        loss = model(torch.randn(5, 3)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step == 3:
+            raise ValueError("bad batch")  # CRASH
+"""
+
+
+def test_script_args_env_set_first_and_a_crash_with_its_line(project):
+    script = write(project, "train.py", CRASH)
+    result, data = observe(project, "train.py", "--", "--lr", "0.1")
+    assert result.exit_code == 1, result.output
+    assert not found(data, "cuda-visible-devices-late", "fail"), result.output
+    assert not found(data, "cuda-visible-devices-late", "warn"), result.output
+    crashes = found(data, "observed-run", "fail")
+    assert [c["where"] for c in crashes] == [f"train.py:{lines(script, '# CRASH')[0]}"], result.output
+    assert data["run"]["steps"] == 4
+
+
+@pytest.mark.parametrize("args", [["missing.py", "--run"], ["--run"], ["recipe.yaml", "--run"]])
+def test_bad_input_is_one_message_and_exit_2(project, args):
+    result = runner.invoke(app, ["doctor", *args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+
+
+def test_help_says_the_script_is_executed():
+    result = runner.invoke(app, ["doctor", "--help"])
+    assert result.exit_code == 0
+    assert "--run" in result.output and "EXECUTE" in result.output
