@@ -255,3 +255,42 @@ def test_help_says_the_script_is_executed():
     result = runner.invoke(app, ["doctor", "--help"])
     assert result.exit_code == 0
     assert "--run" in result.output and "EXECUTE" in result.output
+
+
+# --- a running total of the loss tensor, float64 targets promoting the loss -------------------------
+
+TOTAL = """
+    import numpy as np
+    import torch
+    from torch import nn
+
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(32, 4)
+    y = torch.as_tensor(np.linspace(0, 1, 32))  # BORN
+    total_loss = 0
+    for step in range(20):
+        loss = (model(x).squeeze(-1) - y).pow(2).mean()  # PROMOTES
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total_loss += loss  # TOTAL
+"""
+
+
+@pytest.mark.parametrize("fixed", [False, True], ids=["tensor-total", "item-twin"])
+def test_running_total_grows_and_float64_targets_promote(project, fixed):
+    text = TOTAL.replace("total_loss += loss", "total_loss += loss.item()").replace(
+        "np.linspace(0, 1, 32))", "np.linspace(0, 1, 32), dtype=torch.float32)") if fixed else TOTAL
+    script = write(project, "train.py", text)
+    result, data = observe(project, "train.py")
+    if fixed:
+        assert not [f for f in data["findings"] if f["status"] in ("warn", "fail")
+                    and f["message"].startswith("observed")], result.output
+        return
+    fails = found(data, "grad-inference", "fail")
+    assert [f["where"] for f in fails] == [f"train.py:{lines(script, '# TOTAL')[0]}"], result.output
+    assert "`total_loss`" in fails[0]["message"]
+    warns = found(data, "dtype-mismatch", "warn")
+    assert [w["where"] for w in warns] == [f"train.py:{lines(script, '# PROMOTES')[0]}"], result.output
+    assert f"train.py:{lines(script, '# BORN')[0]}" in warns[0]["message"]

@@ -118,8 +118,8 @@ class Graphs:
     def census(self, k: int) -> None:
         self.step = k
         gc.collect(1)
-        roots = [o for o in gc.get_objects() if type(o) is torch.Tensor and o.grad_fn is not None]
-        roots += [o for o in gc.get_objects() if type(o) is torch.nn.Parameter and o.grad_fn is not None]
+        tensor = torch.Tensor  # an exact type test: parameters are leaves, never roots
+        roots = [o for o in gc.get_objects() if type(o) is tensor and o.grad_fn is not None]
         nodes: dict = {}  # site -> surviving nodes
         root_site: dict = {}  # id(root tensor) -> site whose survivors it holds
         seen: set = set()
