@@ -331,7 +331,7 @@ def doctor(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
-    gpus: Annotated[int | None, typer.Option("--gpus", min=0, help="Plan for N visible GPUs.")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", min=0, help="Plan for N visible GPUs (with --run: what the script's own torch.cuda.device_count() calls return, compared with a 1-GPU run).")] = None,
     list_checks: Annotated[bool, typer.Option("--list-checks", help="List the checks and exit.")] = False,
     select: Annotated[
         list[str] | None, typer.Option("--select", help="Run only this check id. Repeatable.", metavar="ID")

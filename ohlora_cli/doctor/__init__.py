@@ -219,8 +219,11 @@ def _run_observed(targets: list[str], *, json_out: bool, strict: bool, gpus: int
         f"at most {timeout:g} s); its writes go to a sandbox folder, the project's files are not changed.",
         highlight=False, markup=False)
     report = run(scripts=[script], gpus=gpus, select=select)
-    observed = observed_run.observe(script, args, steps=steps, timeout=timeout)
-    found = observed_run.section_findings(observed)
+    observed = observed_run.observe(script, args, steps=steps, timeout=timeout, gpus=gpus)
+    single = None
+    if gpus and gpus > 1:  # the same script with 1 GPU, for its examples per optimizer step
+        single = observed_run.observe(script, args, steps=1, timeout=timeout, gpus=1)
+    found = observed_run.section_findings(observed, single)
     if select:
         found = [f for f in found if f.check in select or f.check.startswith("observed-")]
     for section in report.sections:

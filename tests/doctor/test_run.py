@@ -294,3 +294,35 @@ def test_running_total_grows_and_float64_targets_promote(project, fixed):
     warns = found(data, "dtype-mismatch", "warn")
     assert [w["where"] for w in warns] == [f"train.py:{lines(script, '# PROMOTES')[0]}"], result.output
     assert f"train.py:{lines(script, '# BORN')[0]}" in warns[0]["message"]
+
+
+# --- multi-gpu-batch: the batch derived from the GPU count, simulated --------------------------------
+
+DP = """
+    import torch
+    from torch import nn
+
+    n_gpu = torch.cuda.device_count()  # COUNT
+    batch_size = 8 * max(1, n_gpu)  # BATCH
+    model = nn.DataParallel(nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for step in range(10):
+        x = torch.randn(batch_size, 4)
+        loss = nn.MSELoss()(model(x), torch.zeros(batch_size, 2))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+"""
+
+
+@pytest.mark.parametrize("fixed", [False, True], ids=["per-gpu-batch", "global-batch-twin"])
+def test_batch_multiplied_by_the_simulated_gpus(project, fixed):
+    script = write(project, "train.py", DP.replace("8 * max(1, n_gpu)", "8") if fixed else DP)
+    result, data = observe(project, "train.py", "--gpus", "2", "--steps", "2")
+    assert not found(data, "observed-run", "fail"), result.output
+    fails = found(data, "multi-gpu-batch", "fail")
+    if fixed:
+        assert not fails, result.output
+        return
+    assert [f["where"] for f in fails] == [f"train.py:{lines(script, '# COUNT')[0]}"], result.output
+    assert "8 with 1 GPU, 16 with 2" in fails[0]["message"]

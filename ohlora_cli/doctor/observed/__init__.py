@@ -19,10 +19,10 @@ from .launch import Observed, observe
 __all__ = ["observe", "Observed", "section_findings", "merge_static"]
 
 
-def section_findings(obs: Observed) -> list[Finding]:
+def section_findings(obs: Observed, single: Observed | None = None) -> list[Finding]:
     from .analysis import findings
 
-    return findings(obs)
+    return findings(obs, single)
 
 
 def _key(where: str | None):

@@ -148,6 +148,34 @@ def cvd_findings(obs: Observed) -> list[Finding]:
     return out
 
 
+# -- multi-gpu-batch ------------------------------------------------------------------------------
+
+
+def _first_step_examples(obs: Observed) -> int:
+    censuses = obs.of("census")
+    return censuses[0].get("examples", 0) if censuses else 0
+
+
+def gpu_findings(obs: Observed, single: Observed | None) -> list[Finding]:
+    """Examples per optimizer step with N simulated GPUs against the same script with 1."""
+    if single is None or not obs.gpus or obs.gpus < 2:
+        return []
+    many, one = _first_step_examples(obs), _first_step_examples(single)
+    if not many or not one or many <= one:
+        return []
+    reads = obs.of("gpu-count")
+    where = reads[0].where if reads else None
+    read = f" The script reads the count at {_at(reads[0])}." if reads else ""
+    return [Finding(
+        "multi-gpu-batch", Status.FAIL,
+        f"observed: examples per optimizer step depend on the number of visible GPUs: {one} with 1 GPU, {many} "
+        f"with {obs.gpus} (simulated: your own torch.cuda.device_count() calls returned {obs.gpus}; examples "
+        f"counted at the training forward, backpropagated, in the first optimizer step).{read}",
+        where=where,
+        hint="Fix the global batch (examples per optimizer step) and derive the per-device batch from it; "
+             "launch with torchrun for several GPUs.")]
+
+
 # -- the run itself -------------------------------------------------------------------------------
 
 
@@ -189,13 +217,17 @@ def run_findings(obs: Observed, attached: set[str]) -> list[Finding]:
     return out
 
 
-def findings(obs: Observed) -> list[Finding]:
+def findings(obs: Observed, single: Observed | None = None) -> list[Finding]:
+    """The run's findings; ``single``: the same script run with 1 simulated GPU (with --gpus N)."""
     dtype = dtype_findings(obs)
     attached = {f.where for f in dtype if f.status is Status.FAIL}
     grad = grad_findings(obs)
     cvd = cvd_findings(obs)
     out = run_findings(obs, attached)
-    for check, found in (("dtype-mismatch", dtype), ("grad-inference", grad), ("cuda-visible-devices-late", cvd)):
+    checks = [("dtype-mismatch", dtype), ("grad-inference", grad), ("cuda-visible-devices-late", cvd)]
+    if single is not None:
+        checks.append(("multi-gpu-batch", gpu_findings(obs, single)))
+    for check, found in checks:
         if found:
             out += found
         elif check == "grad-inference" and obs.steps < 3:

@@ -57,7 +57,7 @@ def main(config_path: str) -> None:
     from .tensors import Observer, patch_from_numpy
 
     guard.patch_native_writers()
-    cuda = Cuda(emit, user, shim=config["shim"])
+    cuda = Cuda(emit, user, shim=config["shim"], gpus=config.get("gpus"))
     cuda.install()
     graphs = Graphs(emit, user)
     graphs.install()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 
 # What a query does on a GPU machine (torch 2.14): "init" initialises the driver (a later
 # CUDA_VISIBLE_DEVICES is ignored); "count" reads the count through NVML without initialising,
@@ -24,10 +25,11 @@ QUERIES = {
 
 
 class Cuda:
-    def __init__(self, emit, user, shim: bool):
+    def __init__(self, emit, user, shim: bool, gpus: int | None = None):
         self.emit = emit
         self.user = user
         self.shim = shim
+        self.gpus = gpus  # --gpus N: the user's own device_count() calls see N; libraries the truth
         self.seen: set = set()
 
     def record(self, name: str, effect: str) -> None:
@@ -39,8 +41,6 @@ class Cuda:
         self.emit("cuda", call=name, effect=effect, **site)
 
     def install(self) -> None:
-        import sys
-
         import torch
 
         for name, effect in QUERIES.items():
@@ -57,6 +57,11 @@ class Cuda:
         @functools.wraps(real)
         def call(*args, **kwargs):
             cuda.record(name, effect)
+            if name == "device_count" and cuda.gpus is not None:
+                caller = sys._getframe(1)
+                if caller.f_code.co_filename in cuda.user:
+                    cuda.emit("gpu-count", gpus=cuda.gpus, **cuda.user.site())
+                    return cuda.gpus
             return real(*args, **kwargs)
 
         return call

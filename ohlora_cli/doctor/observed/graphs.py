@@ -41,6 +41,8 @@ class Graphs:
         self.calls: dict = {}  # site -> {"calls", "backward", "saved"}
         self.ledger: weakref.WeakSet = weakref.WeakSet()
         self.series: dict = {}  # site -> list of (step, nodes, bytes)
+        self.pending = 0  # the batch of the top-level forward being run
+        self.examples = 0  # examples through top-level forwards that backward reached, this step
 
     # -- instruments --------------------------------------------------------------------------
 
@@ -56,6 +58,8 @@ class Graphs:
                 finally:
                     graphs.depth -= 1
             caller = sys._getframe(1)
+            if torch.is_grad_enabled() and next(module.parameters(), None) is not None:
+                graphs.count_examples(args, kwargs)  # a model, not a parameter-free loss module
             site = None
             if caller.f_code.co_filename in graphs.user and torch.is_grad_enabled():
                 site = (caller.f_code.co_filename, caller.f_lineno)
@@ -68,6 +72,8 @@ class Graphs:
                 graphs.site = previous
             if site is not None:
                 graphs.called(out, site)
+            if graphs.pending:
+                graphs.hook_examples(out)
             return out
 
         torch.nn.Module.__call__ = call
@@ -93,10 +99,28 @@ class Graphs:
             return saved.tensor
         return saved
 
+    def count_examples(self, args, kwargs) -> None:
+        """The batch of a top-level forward; added to the step's examples once backward reaches
+        its output (a training forward, not an evaluation)."""
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()), None)
+        if first is not None:
+            self.pending = first.shape[0]
+
     def tag(self, node, site) -> None:
         metadata = node.metadata
         if "ohlora_site" not in metadata:
             metadata["ohlora_site"] = site
+
+    def hook_examples(self, out) -> None:
+        batch, self.pending = self.pending, 0
+        tensor = _first_graph_tensor(out)
+        if tensor is None:
+            return
+
+        def reached(_grad_outputs):
+            self.examples += batch
+
+        tensor.grad_fn.register_prehook(reached)
 
     def called(self, out, site) -> None:
         """A top-level module call from a user line has returned ``out``."""
@@ -139,7 +163,8 @@ class Graphs:
             self.series.setdefault(site, []).append(entry)
             report[self._place(site)] = {"nodes": entry[1], "bytes": entry[2], "holders": holders.get(site, [])}
         calls = {self._place(s): dict(v) for s, v in self.calls.items()}
-        self.emit("census", step=k, sites=report, calls=calls, code=self._codes())
+        self.emit("census", step=k, sites=report, calls=calls, code=self._codes(), examples=self.examples)
+        self.examples = 0
 
     def _walk(self, start, k, seen, keep) -> int:
         survivors = 0

@@ -34,6 +34,7 @@ class Observed:
     wall_s: float = 0.0
     steps: int = 0
     timeout_s: float = 0.0
+    gpus: int | None = None
 
     def of(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
@@ -51,11 +52,14 @@ def gpu_count() -> int:
     return sum(1 for line in listed.splitlines() if line.startswith("GPU "))
 
 
-def observe(script: Path, args: list[str], *, steps: int = 6, timeout: float = 120.0) -> Observed:
+def observe(script: Path, args: list[str], *, steps: int = 6, timeout: float = 120.0,
+            gpus: int | None = None) -> Observed:
+    """Run ``script`` with ``args`` for ``steps`` optimizer steps at most, ``timeout`` seconds at
+    most; ``gpus``: the count the user's own ``torch.cuda.device_count()`` calls see."""
     sandbox = Path(tempfile.mkdtemp(prefix="ohlora-doctor-run-"))
     events = sandbox / "events.jsonl"
     config = {"script": str(script), "args": list(args), "steps": steps, "sandbox": str(sandbox),
-              "events": str(events), "shim": gpu_count() == 0}
+              "events": str(events), "shim": gpu_count() == 0, "gpus": gpus}
     (sandbox / "config.json").write_text(json.dumps(config), encoding="utf-8")
     env = dict(os.environ, **OFFLINE)
     started = time.monotonic()
@@ -77,6 +81,6 @@ def observe(script: Path, args: list[str], *, steps: int = 6, timeout: float = 1
                 pass
             proc.wait()
     observed = Observed(str(script), sandbox, read_events(events), timed_out, proc.returncode,
-                        time.monotonic() - started, timeout_s=timeout)
+                        time.monotonic() - started, timeout_s=timeout, gpus=gpus)
     observed.steps = max((e.get("step", 0) for e in observed.of("step")), default=0)
     return observed
