@@ -63,6 +63,7 @@ def main(config_path: str) -> None:
     graphs.install()
     observer = Observer(emit, user, graphs, cuda)
     patch_from_numpy(observer)
+    observer.skip_optimizer_steps()  # before the step hook: the mode resumes before the census
 
     limit = int(config["steps"])
     state = {"first": None, "steps": 0}

@@ -57,6 +57,14 @@ def _dataset(frame, user) -> str | None:
     return None
 
 
+def _float32_peer(args):
+    """A floating, non-float64 tensor argument with more than one element (what float64 meets)."""
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.dtype is not F64 and a.is_floating_point() and a.numel() > 1:
+            return a
+    return None
+
+
 def _param_name(tensor, frame) -> str | None:
     """The qualified name of ``tensor`` in the outermost module on the stack that owns it."""
     found = None
@@ -81,6 +89,7 @@ class Observer(TorchFunctionMode):
         self.births: list[dict] = []  # index = the tag stored on a tensor as ``_ohlora_born``
         self.birth_ids: dict = {}
         self.reported: set = set()
+        self.paused = False
 
     # -- births -------------------------------------------------------------------------------
 
@@ -102,19 +111,40 @@ class Observer(TorchFunctionMode):
 
     # -- the mode -----------------------------------------------------------------------------
 
+    def skip_optimizer_steps(self) -> None:
+        """The optimizer's own update ops (a hundred per step for Adam) are not the user's
+        computation: the mode passes them through untouched."""
+        from torch.optim.optimizer import (
+            register_optimizer_step_post_hook,
+            register_optimizer_step_pre_hook,
+        )
+
+        def pause(*_):
+            self.paused = True
+
+        def resume(*_):
+            self.paused = False
+
+        register_optimizer_step_pre_hook(pause)
+        register_optimizer_step_post_hook(resume)
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.paused:
+            return func(*args, **kwargs)
         if self.cuda.shim:
             args, kwargs = self._cpu(func, args, kwargs)
         f64 = other = None
-        for a in args:
+        for a in args:  # the common case, no float64: one dtype test per argument
             if isinstance(a, torch.Tensor):
                 if a.dtype is F64:
                     f64 = a
-                elif a.is_floating_point() and a.numel() > 1:
-                    other = a
+                    break
             elif isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor) and a[0].dtype is F64:
                 f64 = a[0]
+                break
+        if f64 is not None:
+            other = _float32_peer(args)
         caller = sys._getframe(1)
         graphs = self.graphs
         user_op = graphs.depth == 0 and caller.f_code.co_filename in self.user and torch.is_grad_enabled()
