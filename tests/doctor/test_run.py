@@ -326,3 +326,17 @@ def test_batch_multiplied_by_the_simulated_gpus(project, fixed):
         return
     assert [f["where"] for f in fails] == [f"train.py:{lines(script, '# COUNT')[0]}"], result.output
     assert "8 with 1 GPU, 16 with 2" in fails[0]["message"]
+
+
+def test_a_line_cut_off_by_the_kill_is_dropped(tmp_path):
+    from ohlora_cli.doctor.observed.events import EventLog, read_events
+
+    path = tmp_path / "events.jsonl"
+    log = EventLog(str(path))
+    log.emit("env-set", where="train.py:3", value="0")
+    log.emit("cuda", where="train.py:2", call="is_available")
+    with open(path, "a") as f:
+        f.write('{"kind": "census", "step": 1, "si')  # the child was killed mid-write
+    events = read_events(path)
+    assert [(e.kind, e.where, e.role) for e in events] == [("env-set", "train.py:3", "env-set"),
+                                                           ("cuda", "train.py:2", "cuda-init")]

@@ -43,6 +43,17 @@ class Event:
     def get(self, key: str, default=None):
         return self.data.get(key, default)
 
+    @property
+    def role(self) -> str | None:
+        """This event's role in ``Finding.evidence`` (born, meets, kept-by, config, env-set,
+        cuda-init, observed), None for bookkeeping (start, step, end)."""
+        return ROLES.get(self.kind)
+
+
+ROLES = {"born": "born", "meets": "meets", "census": "kept-by", "gpu-count": "config", "env-set": "env-set",
+         "cuda": "cuda-init", "crash": "observed", "write-blocked": "observed", "write-redirected": "observed",
+         "optimizer": "launch"}
+
 
 def read_events(path: Path) -> list[Event]:
     """Every complete line of the log (a line cut off by a kill is dropped)."""
