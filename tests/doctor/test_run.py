@@ -340,3 +340,35 @@ def test_a_line_cut_off_by_the_kill_is_dropped(tmp_path):
     events = read_events(path)
     assert [(e.kind, e.where, e.role) for e in events] == [("env-set", "train.py:3", "env-set"),
                                                            ("cuda", "train.py:2", "cuda-init")]
+
+
+TRAINER = """
+    import torch
+    from torch import nn
+    from transformers import Trainer, TrainingArguments
+
+    class Regressor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(4, 1)
+
+        def forward(self, x, labels):
+            return {"loss": (self.head(x).squeeze(-1) - labels).pow(2).mean()}
+
+    rows = [{"x": torch.randn(4), "labels": torch.tensor(0.5)} for _ in range(256)]
+    args = TrainingArguments(  # CONFIG
+        output_dir="out", per_device_train_batch_size=8, max_steps=20, report_to=[], save_strategy="no",
+        logging_strategy="no", dataloader_num_workers=0)
+    Trainer(model=Regressor(), args=args, train_dataset=rows).train()
+"""
+
+
+def test_trainer_batch_multiplied_by_the_simulated_gpus(project, tmp_path):
+    script = write(project, "train.py", TRAINER)
+    before = snapshot(tmp_path / "proj")
+    result, data = observe(project, "train.py", "--gpus", "2", "--steps", "2")
+    assert difference(before, snapshot(tmp_path / "proj")) == {}, result.output
+    assert not found(data, "observed-run", "fail"), result.output
+    fails = found(data, "multi-gpu-batch", "fail")
+    assert [f["where"] for f in fails] == [f"train.py:{lines(script, '# CONFIG')[0]}"], result.output
+    assert "8 with 1 GPU, 16 with 2" in fails[0]["message"]

@@ -163,13 +163,17 @@ def gpu_findings(obs: Observed, single: Observed | None) -> list[Finding]:
     many, one = _first_step_examples(obs), _first_step_examples(single)
     if not many or not one or many <= one:
         return []
-    reads = obs.of("gpu-count")
-    where = reads[0].where if reads else None
+    reads, configs = obs.of("gpu-count"), obs.of("trainer-config")
+    where = configs[0].where if configs else reads[0].where if reads else None
     read = f" The script reads the count at {_at(reads[0])}." if reads else ""
+    if configs:
+        c = configs[0]
+        read += (f" {c.get('config')} built at {_at(c)}: per_device_train_batch_size={c.get('per_device')} x "
+                 f"{obs.gpus} GPUs (the Trainer wraps the model in nn.DataParallel when run with plain python).")
     return [Finding(
         "multi-gpu-batch", Status.FAIL,
         f"observed: examples per optimizer step depend on the number of visible GPUs: {one} with 1 GPU, {many} "
-        f"with {obs.gpus} (simulated: your own torch.cuda.device_count() calls returned {obs.gpus}; examples "
+        f"with {obs.gpus} (simulated: your own torch.cuda.device_count() calls and the Trainer's n_gpu said {obs.gpus}; examples "
         f"counted at the training forward, backpropagated, in the first optimizer step).{read}",
         where=where,
         hint="Fix the global batch (examples per optimizer step) and derive the per-device batch from it; "

@@ -59,6 +59,10 @@ def main(config_path: str) -> None:
     guard.patch_native_writers()
     cuda = Cuda(emit, user, shim=config["shim"], gpus=config.get("gpus"))
     cuda.install()
+    if config.get("gpus") is not None and "LOCAL_RANK" not in os.environ:
+        from .devices import simulate_trainer_gpus
+
+        simulate_trainer_gpus(cuda)
     graphs = Graphs(emit, user)
     graphs.install()
     observer = Observer(emit, user, graphs, cuda)

@@ -86,6 +86,63 @@ class Cuda:
         torch.nn.Module.cuda = module_cuda
 
 
+class _AfterImport:
+    """A meta path finder that calls ``callback(module)`` once ``name`` has been executed."""
+
+    def __init__(self, name: str, callback):
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        real_exec, callback = spec.loader.exec_module, self.callback
+
+        def exec_module(module):
+            real_exec(module)
+            callback(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def simulate_trainer_gpus(cuda: Cuda) -> None:
+    """--gpus N: ``TrainingArguments.n_gpu`` is N (plain python, as on an N-GPU machine: the
+    Trainer multiplies its batch and wraps the model in DataParallel, a pass-through without
+    CUDA), and each ``TrainingArguments(...)`` is recorded with the user's line."""
+
+    def patch(module) -> None:
+        args_class = getattr(module, "TrainingArguments", None)
+        if args_class is None:
+            return
+        real_post_init = args_class.__post_init__
+
+        def post_init(self, *args, **kwargs):
+            real_post_init(self, *args, **kwargs)
+            cuda.emit("trainer-config", config=type(self).__name__,
+                      per_device=getattr(self, "per_device_train_batch_size", None),
+                      accumulation=getattr(self, "gradient_accumulation_steps", None), **cuda.user.site())
+
+        args_class.__post_init__ = post_init
+        real_n_gpu = args_class.n_gpu
+
+        def n_gpu(self):
+            real_n_gpu.fget(self)  # the device set-up it runs
+            return cuda.gpus
+
+        args_class.n_gpu = property(n_gpu)
+
+    if "transformers.training_args" in sys.modules:
+        patch(sys.modules["transformers.training_args"])
+    else:
+        sys.meta_path.insert(0, _AfterImport("transformers.training_args", patch))
+
+
 def is_cuda(device) -> bool:
     """Whether a ``device`` argument names CUDA (a string, a torch.device or an int index)."""
     if isinstance(device, str):
