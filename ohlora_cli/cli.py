@@ -437,6 +437,7 @@ def report(
         "ohlora doctor recipes/gan-demo.yaml    # environment, recipe, data and dry-run probes",
         "ohlora doctor train.py --gpus 2        # static analysis of your own script",
         "ohlora doctor train.py --json --select dtype-mismatch",
+        "ohlora doctor train.py --run -- --lr 0.1   # EXECUTES train.py for 6 optimizer steps, observed",
     ),
 )
 @guard
@@ -449,7 +450,7 @@ def doctor(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
-    gpus: Annotated[int | None, typer.Option("--gpus", min=0, help="Plan for N visible GPUs.")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", min=0, help="Plan for N visible GPUs (with --run: what the script's own torch.cuda.device_count() calls return, compared with a 1-GPU run).")] = None,
     list_checks: Annotated[bool, typer.Option("--list-checks", help="List the checks and exit.")] = False,
     select: Annotated[
         list[str] | None, typer.Option("--select", help="Run only this check id. Repeatable.", metavar="ID")
@@ -459,18 +460,31 @@ def doctor(
         bool, typer.Option("--verbose", "-v", help="Every check's row, passes included (by default: one line per "
                            "area and every finding that is not a pass), and the libraries' own output live.")
     ] = False,
+    observe: Annotated[
+        bool,
+        typer.Option("--run", help="EXECUTE the script (the first target; the rest, after `--`, are its arguments) "
+                     "in a child process for its first --steps optimizer steps, and report what was observed. "
+                     "Its writes go to a sandbox folder; other changes to files are blocked."),
+    ] = False,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="With --run: stop after N optimizer steps.")] = 6,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1.0, help="With --run: stop the script after S seconds (wall clock).")
+    ] = 120.0,
 ) -> None:
-    """Preflight: environment, recipes (settings, data, dry-run probes) and your own scripts."""
+    """Preflight: environment, recipes (settings, data, dry-run probes) and your own scripts
+    (statically, or with --run by executing them for a few steps)."""
     from .runtime.quiet import library_output
 
     with library_output(verbose=verbose):
         from .doctor import run_cli
         from .recipes import split_arguments
 
-        targets, bare = split_arguments(targets or [], command="doctor", many=True)
+        # with --run, what follows the script is its own arguments (key=value included), never overrides
+        targets, bare = (targets or [], []) if observe else split_arguments(targets or [], command="doctor", many=True)
         code = run_cli(
             targets, json_out=json_out, strict=strict, gpus=gpus, list_checks=list_checks,
-            select=select or [], overrides=[*(set_ or []), *bare], verbose=verbose,
+            select=select or [], overrides=[*(set_ or []), *bare], verbose=verbose, observe=observe, steps=steps,
+            timeout=timeout,
         )
     if code:
         raise typer.Exit(code)

@@ -218,10 +218,14 @@ def check_writes(recipe) -> None:
 
 def run_cli(targets: list[str], *, json_out: bool = False, strict: bool = False, gpus: int | None = None,
             list_checks: bool = False, select: list[str] | None = None, overrides: list[str] | None = None,
-            verbose: bool = False) -> int:
-    """The ``ohlora doctor`` command; returns its exit code."""
+            verbose: bool = False, observe: bool = False, steps: int = 6, timeout: float = 120.0) -> int:
+    """The ``ohlora doctor`` command; returns its exit code. ``observe``: ``--run`` (the first
+    target is the script, the rest its arguments)."""
     if list_checks:
         return _list_checks(json_out)
+    if observe:
+        return _run_observed(targets, json_out=json_out, strict=strict, gpus=gpus, select=select or [],
+                             steps=steps, timeout=timeout, verbose=verbose)
     select = select or []
     known = check_ids()
     for check_id in select:
@@ -238,6 +242,51 @@ def run_cli(targets: list[str], *, json_out: bool = False, strict: bool = False,
         from ..console import out
 
         render(report, out, verbose=verbose)
+    return report.exit_code(strict=strict)
+
+
+def _run_observed(targets: list[str], *, json_out: bool, strict: bool, gpus: int | None, select: list[str],
+                  steps: int, timeout: float, verbose: bool) -> int:
+    """``ohlora doctor SCRIPT.py --run [-- ARGS]``: the static analysis, then the script run for
+    its first ``steps`` optimizer steps under instruments; one report."""
+    from ..console import err, out
+    from . import observed as observed_run
+
+    if not targets or not targets[0].endswith(".py"):
+        raise BadInputError("--run needs a Python script first: ohlora doctor SCRIPT.py --run [-- ARGS...]",
+                            hint="Pass the training script; its own arguments go after `--`.")
+    script, args = Path(targets[0]), targets[1:]
+    if not script.is_file():
+        raise BadInputError(f"{script}: no such script", hint="Pass the path of a Python file.")
+    for check_id in select:
+        if check_id not in check_ids():
+            raise BadInputError(f"--select {check_id}: no such check", hint=f"Known: {', '.join(check_ids())}.")
+    command = " ".join([str(script), *args])
+    (err if json_out else out).print(
+        f"doctor --run: executing `python {command}` in a child process (its first {steps} optimizer steps, "
+        f"at most {timeout:g} s); its writes go to a sandbox folder, the project's files are not changed.",
+        highlight=False, markup=False)
+    report = run(scripts=[script], gpus=gpus, select=select)
+    observed = observed_run.observe(script, args, steps=steps, timeout=timeout, gpus=gpus)
+    single = None
+    if gpus and gpus > 1:  # the same script with 1 GPU, for its examples per optimizer step
+        single = observed_run.observe(script, args, steps=1, timeout=timeout, gpus=1)
+    found = observed_run.section_findings(observed, single)
+    if select:
+        found = [f for f in found if f.check in select or f.check.startswith("observed-")]
+    for section in report.sections:
+        section.findings = observed_run.merge_static(section.findings, found)
+    report.sections.append(Section(f"run {script} (observed)", found))
+    summary = observed_run.writes_summary(observed)
+    if json_out:
+        data = report.to_dict()
+        data["run"] = {"sandbox": str(observed.sandbox), "steps": observed.steps, "timed_out": observed.timed_out,
+                       "wall_s": round(observed.wall_s, 1)}
+        _print_json(data)
+        err.print(summary, highlight=False, markup=False)
+    else:
+        render(report, out, verbose=verbose)
+        out.print(summary, highlight=False, markup=False)
     return report.exit_code(strict=strict)
 
 

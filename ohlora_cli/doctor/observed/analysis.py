@@ -1,0 +1,241 @@
+"""From the events of an observed run to findings (the same check ids as the static analysis).
+
+Each finding names the user's own ``path:line``; the message carries the chain that was seen
+(born, passes, meets, kept-by, ...). Nothing is assumed: a FAIL is something that happened.
+"""
+
+from __future__ import annotations
+
+from ..registry import Finding, Status
+from .launch import Observed
+
+RUN = "observed-run"
+WRITES = "observed-writes"
+CHECKS = ["dtype-mismatch", "grad-inference", "cuda-visible-devices-late"]
+
+
+def _at(event_or_dict) -> str:
+    data = event_or_dict if isinstance(event_or_dict, dict) else dict(event_or_dict.data, where=event_or_dict.where)
+    text = data.get("where") or "an unknown place"
+    if data.get("code"):
+        text += f" (`{data['code']}`)"
+    if data.get("via"):
+        text += f" via {data['via']}"
+    return text
+
+
+def _kb(n: float) -> str:
+    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
+# -- dtype-mismatch -------------------------------------------------------------------------------
+
+
+def _birth_text(birth: dict | None) -> str:
+    if birth is None:
+        return "a float64 tensor made where the run could not see it (a DataLoader worker, a file, native code)"
+    source = f" from {birth['source']}" if birth.get("source") else ""
+    text = f"a float64 tensor born at {_at(birth)} by `{birth['how']}`{source}"
+    if birth.get("dataset"):
+        text += f", from what {birth['dataset']} returns"
+    return text
+
+
+def dtype_findings(obs: Observed) -> list[Finding]:
+    births = {e.get("id"): dict(e.data, where=e.where) for e in obs.of("born")}
+    out = []
+    for meet in obs.of("meets"):
+        birth = births.get(meet.get("born"))
+        chain = (f"{_birth_text(birth)} meets float32 {meet.get('other')} in `{meet.get('op')}` at "
+                 f"{_at(meet)}")
+        born_at = (birth or {}).get("where") or meet.where
+        hint = (f"Cast to float32 where it is born ({born_at}): `.float()`, `dtype=torch.float32` or "
+                "`.astype(np.float32)`; `.double()` on the model is not the fix.")
+        if meet.get("error"):
+            out.append(Finding("dtype-mismatch", Status.FAIL, f"observed: {chain}. The run died there: "
+                               f"{meet.get('error')}", where=meet.where, hint=hint))
+        else:
+            out.append(Finding("dtype-mismatch", Status.WARN, f"observed: {chain}; the result is silently "
+                               "promoted to float64 (slower, twice the memory, and float64 from here on)",
+                               where=meet.where, hint=hint))
+    return out
+
+
+# -- grad-inference -------------------------------------------------------------------------------
+
+
+def _growing(values: list[int]) -> bool:
+    """Never down, up at least twice, over at least 3 boundaries."""
+    if len(values) < 3 or values[-1] <= values[0]:
+        return False
+    ups = sum(1 for a, b in zip(values, values[1:], strict=False) if b > a)
+    return all(b >= a for a, b in zip(values, values[1:], strict=False)) and ups >= 2
+
+
+def grad_findings(obs: Observed) -> list[Finding]:
+    censuses = obs.of("census")
+    if not censuses:
+        return []
+    series: dict[str, list] = {}
+    empty = {"nodes": 0, "bytes": 0, "holders": []}
+    for where in {w for c in censuses for w in c.get("sites", {})}:
+        # from the 2nd boundary on: at the 1st nothing can have survived an earlier one
+        series[where] = [(c.get("step"), c.get("sites", {}).get(where, empty)) for c in censuses[1:]]
+    last = censuses[-1]
+    codes = last.get("code", {})
+    out, growing = [], set()
+    for where, points in series.items():
+        nodes = [p[1]["nodes"] for p in points]
+        saved = [p[1]["bytes"] for p in points]
+        if not (_growing(nodes) or _growing(saved)) or where == "?":
+            continue
+        growing.add(where)
+        steps = len(points) - 1
+        per_node = (nodes[-1] - nodes[0]) / steps
+        per_byte = (saved[-1] - saved[0]) / steps
+        holders = points[-1][1].get("holders") or []
+        code = f" (`{codes[where]}`)" if codes.get(where) else ""
+        message = (f"observed: the graphs built at {where}{code} survive optimizer steps: "
+                   f"{', '.join(map(str, nodes))} autograd nodes alive at steps {points[0][0]}..{points[-1][0]} "
+                   f"(+{per_node:.0f} nodes per step)")
+        if per_byte > 0:
+            message += f", {_kb(saved[-1])} of activations saved for backward (+{_kb(per_byte)} per step)"
+        message += ". Memory grows with every step."
+        if holders:
+            message += f" Held by {', '.join(holders[:3])}."
+        out.append(Finding("grad-inference", Status.FAIL, message, where=where,
+                           hint="Run it under `with torch.no_grad():` or keep `.detach()` / `.item()` of it."))
+    for where, stats in last.get("calls", {}).items():
+        if where in growing or stats.get("calls", 0) < 2 or stats.get("backward", 0):
+            continue
+        per_call = stats.get("saved", 0) / stats["calls"]
+        if per_call <= 0:
+            continue
+        code = f" (`{codes[where]}`)" if codes.get(where) else ""
+        out.append(Finding("grad-inference", Status.WARN,
+                           f"observed: the call at {where}{code} ran {stats['calls']} times with autograd on and "
+                           f"backward never reached it: each call saves {_kb(per_call)} of activations for a "
+                           "backward that never comes. Nothing from it survived a step (not growth), but it is "
+                           "wasted memory and time.", where=where,
+                           hint="Run it under `with torch.no_grad():` (or `torch.inference_mode()`)."))
+    return out
+
+
+# -- cuda-visible-devices-late --------------------------------------------------------------------
+
+
+def cvd_findings(obs: Observed) -> list[Finding]:
+    out, before = [], []
+    for event in obs.events:
+        if event.kind == "cuda":
+            before.append(event)
+        elif event.kind == "env-set" and before and event.get("name") == "CUDA_VISIBLE_DEVICES":
+            locking = [e for e in before if e.get("effect") in ("init", "use")]
+            first = (locking or before)[0]
+            if locking:
+                status, effect = Status.FAIL, ("initialises CUDA on a GPU machine, so the setting has no effect: "
+                                                "every GPU stays visible")
+            else:
+                status, effect = Status.WARN, ("read the GPU count before it (without initialising CUDA): what "
+                                               "the script computed from that count is stale")
+            out.append(Finding(
+                "cuda-visible-devices-late", status,
+                f"observed: CUDA_VISIBLE_DEVICES={event.get('value')!r} is set at {_at(event)}, after "
+                f"torch.cuda {first.get('call')} at {_at(first)}, which {effect}.",
+                where=event.where,
+                hint="Set CUDA_VISIBLE_DEVICES before anything queries CUDA: first lines of the script, or "
+                     "in the shell (`CUDA_VISIBLE_DEVICES=0 python train.py`)."))
+    return out
+
+
+# -- multi-gpu-batch ------------------------------------------------------------------------------
+
+
+def _first_step_examples(obs: Observed) -> int:
+    censuses = obs.of("census")
+    return censuses[0].get("examples", 0) if censuses else 0
+
+
+def gpu_findings(obs: Observed, single: Observed | None) -> list[Finding]:
+    """Examples per optimizer step with N simulated GPUs against the same script with 1."""
+    if single is None or not obs.gpus or obs.gpus < 2:
+        return []
+    many, one = _first_step_examples(obs), _first_step_examples(single)
+    if not many or not one or many <= one:
+        return []
+    reads, configs = obs.of("gpu-count"), obs.of("trainer-config")
+    where = configs[0].where if configs else reads[0].where if reads else None
+    read = f" The script reads the count at {_at(reads[0])}." if reads else ""
+    if configs:
+        c = configs[0]
+        read += (f" {c.get('config')} built at {_at(c)}: per_device_train_batch_size={c.get('per_device')} x "
+                 f"{obs.gpus} GPUs (the Trainer wraps the model in nn.DataParallel when run with plain python).")
+    return [Finding(
+        "multi-gpu-batch", Status.FAIL,
+        f"observed: examples per optimizer step depend on the number of visible GPUs: {one} with 1 GPU, {many} "
+        f"with {obs.gpus} (simulated: your own torch.cuda.device_count() calls and the Trainer's n_gpu said {obs.gpus}; examples "
+        f"counted at the training forward, backpropagated, in the first optimizer step).{read}",
+        where=where,
+        hint="Fix the global batch (examples per optimizer step) and derive the per-device batch from it; "
+             "launch with torchrun for several GPUs.")]
+
+
+# -- the run itself -------------------------------------------------------------------------------
+
+
+def run_findings(obs: Observed, attached: set[str]) -> list[Finding]:
+    out, done = [], set()
+    for blocked in obs.of("write-blocked"):
+        key = (blocked.get("op"), blocked.get("path"), blocked.where)
+        if key in done:
+            continue
+        done.add(key)
+        out.append(Finding(WRITES, Status.WARN,
+                           f"blocked {blocked.get('op')} of {blocked.get('path')} at {_at(blocked)}: outside the "
+                           "run's sandbox; the script got a PermissionError there", where=blocked.where,
+                           hint="Nothing was changed; the observed run never writes the project's files."))
+    ends, crashes = obs.of("end"), obs.of("crash")
+    if crashes:
+        crash = crashes[-1]
+        if crash.where not in attached:
+            out.append(Finding(RUN, Status.FAIL,
+                               f"the script crashed at {_at(crash)} after {obs.steps} optimizer step(s): "
+                               f"{crash.get('type')}: {crash.get('message')}", where=crash.where,
+                               hint=f"Fix the crash; its output is in {obs.sandbox / 'output.log'}."))
+    elif obs.timed_out:
+        out.append(Finding(RUN, Status.WARN, f"stopped at the time limit ({obs.timeout_s:g} s) after "
+                           f"{obs.steps} optimizer step(s); the findings come from what ran before",
+                           hint="Pass a longer --timeout, or smaller data / fewer workers."))
+    elif ends:
+        end = ends[-1]
+        how = end.get("how")
+        if how == "exited" and end.get("code") not in ("None", "0"):
+            out.append(Finding(RUN, Status.WARN, f"the script exited with code {end.get('code')} after "
+                               f"{obs.steps} optimizer step(s)", hint="Check its arguments (after `--`)."))
+        else:
+            said = "stopped by the doctor" if how == "stopped" else "the script ended by itself"
+            out.append(Finding(RUN, Status.PASS, f"ran {obs.steps} optimizer step(s) ({said})"))
+    else:
+        out.append(Finding(RUN, Status.ERROR, f"the child process ended without a report (exit code "
+                           f"{obs.returncode})", hint=f"See {obs.sandbox / 'output.log'}."))
+    return out
+
+
+def findings(obs: Observed, single: Observed | None = None) -> list[Finding]:
+    """The run's findings; ``single``: the same script run with 1 simulated GPU (with --gpus N)."""
+    dtype = dtype_findings(obs)
+    attached = {f.where for f in dtype if f.status is Status.FAIL}
+    grad = grad_findings(obs)
+    cvd = cvd_findings(obs)
+    out = run_findings(obs, attached)
+    checks = [("dtype-mismatch", dtype), ("grad-inference", grad), ("cuda-visible-devices-late", cvd)]
+    if single is not None:
+        checks.append(("multi-gpu-batch", gpu_findings(obs, single)))
+    for check, found in checks:
+        if found:
+            out += found
+        elif check == "grad-inference" and obs.steps < 3:
+            out.append(Finding(check, Status.SKIP, f"not observed: {obs.steps} optimizer step(s) ran, growth needs 3"))
+        else:
+            out.append(Finding(check, Status.PASS, f"nothing observed in {obs.steps} optimizer step(s)"))
+    return out

@@ -1,0 +1,150 @@
+"""CUDA in the child: the order of CUDA initialisation and queries, and the CPU shim.
+
+- Every call of ``torch.cuda.is_available``, ``_lazy_init``, ``device_count``, ... is recorded
+  (once per place) with the user's line and the library frame that made it, and every write of
+  ``CUDA_VISIBLE_DEVICES`` (an audit hook sees ``os.putenv``) with its line: their order is the
+  ``cuda-visible-devices-late`` check.
+- Without a GPU, ``.cuda()`` on tensors and modules returns them on the CPU, recorded as CUDA
+  uses; the torch-function mode (``tensors``) rewrites ``device="cuda"`` and ``.to("cuda")``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+# What a query does on a GPU machine (torch 2.14): "init" initialises the driver (a later
+# CUDA_VISIBLE_DEVICES is ignored); "count" reads the count through NVML without initialising,
+# so a later setting changes what the script already read (a stale count).
+QUERIES = {
+    "is_available": "init", "_lazy_init": "init", "init": "init", "current_device": "init",
+    "set_device": "init", "get_device_name": "init", "get_device_properties": "init",
+    "get_device_capability": "init", "mem_get_info": "init", "synchronize": "init",
+    "device_count": "count",
+}
+
+
+class Cuda:
+    def __init__(self, emit, user, shim: bool, gpus: int | None = None):
+        self.emit = emit
+        self.user = user
+        self.shim = shim
+        self.gpus = gpus  # --gpus N: the user's own device_count() calls see N; libraries the truth
+        self.seen: set = set()
+
+    def record(self, name: str, effect: str) -> None:
+        site = self.user.site()
+        key = (name, site["where"], site["via"])
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        self.emit("cuda", call=name, effect=effect, **site)
+
+    def install(self) -> None:
+        import torch
+
+        for name, effect in QUERIES.items():
+            real = getattr(torch.cuda, name, None)
+            if real is not None:
+                setattr(torch.cuda, name, self._wrap(real, name, effect))
+        sys.addaudithook(self._audit)
+        if self.shim:
+            self._install_shim(torch)
+
+    def _wrap(self, real, name: str, effect: str):
+        cuda = self
+
+        @functools.wraps(real)
+        def call(*args, **kwargs):
+            cuda.record(name, effect)
+            if name == "device_count" and cuda.gpus is not None:
+                caller = sys._getframe(1)
+                if caller.f_code.co_filename in cuda.user:
+                    cuda.emit("gpu-count", gpus=cuda.gpus, **cuda.user.site())
+                    return cuda.gpus
+            return real(*args, **kwargs)
+
+        return call
+
+    def _audit(self, event: str, args) -> None:
+        if event == "os.putenv" and args and args[0] in (b"CUDA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+            value = args[1].decode() if isinstance(args[1], bytes) else str(args[1])
+            self.emit("env-set", name="CUDA_VISIBLE_DEVICES", value=value, **self.user.site())
+
+    def _install_shim(self, torch) -> None:
+        cuda = self
+
+        def tensor_cuda(t, *args, **kwargs):
+            cuda.record(".cuda()", "use")
+            return t
+
+        def module_cuda(m, *args, **kwargs):
+            cuda.record(".cuda()", "use")
+            return m
+
+        torch.Tensor.cuda = tensor_cuda
+        torch.nn.Module.cuda = module_cuda
+
+
+class _AfterImport:
+    """A meta path finder that calls ``callback(module)`` once ``name`` has been executed."""
+
+    def __init__(self, name: str, callback):
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        real_exec, callback = spec.loader.exec_module, self.callback
+
+        def exec_module(module):
+            real_exec(module)
+            callback(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def simulate_trainer_gpus(cuda: Cuda) -> None:
+    """--gpus N: ``TrainingArguments.n_gpu`` is N (plain python, as on an N-GPU machine: the
+    Trainer multiplies its batch and wraps the model in DataParallel, a pass-through without
+    CUDA), and each ``TrainingArguments(...)`` is recorded with the user's line."""
+
+    def patch(module) -> None:
+        args_class = getattr(module, "TrainingArguments", None)
+        if args_class is None:
+            return
+        real_post_init = args_class.__post_init__
+
+        def post_init(self, *args, **kwargs):
+            real_post_init(self, *args, **kwargs)
+            cuda.emit("trainer-config", config=type(self).__name__,
+                      per_device=getattr(self, "per_device_train_batch_size", None),
+                      accumulation=getattr(self, "gradient_accumulation_steps", None), **cuda.user.site())
+
+        args_class.__post_init__ = post_init
+        real_n_gpu = args_class.n_gpu
+
+        def n_gpu(self):
+            real_n_gpu.fget(self)  # the device set-up it runs
+            return cuda.gpus
+
+        args_class.n_gpu = property(n_gpu)
+
+    if "transformers.training_args" in sys.modules:
+        patch(sys.modules["transformers.training_args"])
+    else:
+        sys.meta_path.insert(0, _AfterImport("transformers.training_args", patch))
+
+
+def is_cuda(device) -> bool:
+    """Whether a ``device`` argument names CUDA (a string, a torch.device or an int index)."""
+    if isinstance(device, str):
+        return device.startswith("cuda")
+    return getattr(device, "type", None) == "cuda"
