@@ -868,7 +868,7 @@ def child_env(smoke: bool) -> dict:
            "UNSLOTH_DISABLE_STATISTICS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
            "WANDB_MODE": "disabled"}
     if smoke:
-        env["OMP_NUM_THREADS"] = "1"  # tiny models run fastest on one thread (README, Benchmarks)
+        env["OMP_NUM_THREADS"] = "1"  # tiny models run fastest on one thread (docs/benchmarks.md)
     return env
 
 

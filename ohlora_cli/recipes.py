@@ -488,7 +488,7 @@ def load(recipe: str, overrides: list[str] | None = None, *, expect_kind: str | 
 
 
 def reference(kind: str) -> list[tuple[str, str, str]]:
-    """(dotted key, default, description) of every key of a kind: the README's recipe reference."""
+    """(dotted key, default, description) of every key of a kind: docs/recipes.md."""
 
     def walk(model: type[BaseModel], prefix: str):
         for name, field in model.model_fields.items():

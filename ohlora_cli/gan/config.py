@@ -1,4 +1,4 @@
-"""The ``kind: gan`` recipe model. Its keys are listed in the README's "Recipe reference"."""
+"""The ``kind: gan`` recipe model. Its keys are listed in docs/recipes.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``kind: llm`` recipe model. Its keys are listed in the README's "Recipe reference".
+"""The ``kind: llm`` recipe model. Its keys are listed in docs/recipes.md.
 
 Import-light (pydantic only): ``ohlora --help`` and recipe validation never load torch.
 """
