@@ -25,5 +25,6 @@ def test_two_process_run_keeps_the_global_batch(tmp_path):
     steps = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()
              if '"loss"' in line]
     assert steps[-1] == 4
-    assert result.stdout.count("8 = 4 per device x 1 accumulation x 2 processes") == 1  # the parent's plan only
+    # the parent's plan only, on stderr (stdout is kept for what a command is asked for)
+    assert result.stderr.count("8 = 4 per device x 1 accumulation x 2 processes") == 1
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
