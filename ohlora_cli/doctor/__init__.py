@@ -223,9 +223,6 @@ def run_cli(targets: list[str], *, json_out: bool = False, strict: bool = False,
     target is the script, the rest its arguments)."""
     if list_checks:
         return _list_checks(json_out)
-    if observe:
-        return _run_observed(targets, json_out=json_out, strict=strict, gpus=gpus, select=select or [],
-                             steps=steps, timeout=timeout, verbose=verbose)
     select = select or []
     known = check_ids()
     for check_id in select:
@@ -233,6 +230,9 @@ def run_cli(targets: list[str], *, json_out: bool = False, strict: bool = False,
             close = difflib.get_close_matches(check_id, known, n=1)
             raise BadInputError(f"--select {check_id}: no such check",
                                 hint=(f"did you mean '{close[0]}'? " if close else "") + f"Known: {', '.join(known)}.")
+    if observe:
+        return _run_observed(targets, json_out=json_out, strict=strict, gpus=gpus, select=select,
+                             steps=steps, timeout=timeout, verbose=verbose)
     recipes, scripts = _split_targets(targets, overrides or [])
     report = run(recipes=recipes, scripts=scripts, gpus=gpus, select=select)
     judge_launches(report)
@@ -258,9 +258,6 @@ def _run_observed(targets: list[str], *, json_out: bool, strict: bool, gpus: int
     script, args = Path(targets[0]), targets[1:]
     if not script.is_file():
         raise BadInputError(f"{script}: no such script", hint="Pass the path of a Python file.")
-    for check_id in select:
-        if check_id not in check_ids():
-            raise BadInputError(f"--select {check_id}: no such check", hint=f"Known: {', '.join(check_ids())}.")
     command = " ".join([str(script), *args])
     (err if json_out else out).print(
         f"doctor --run: executing `python {command}` in a child process (its first {steps} optimizer steps, "
