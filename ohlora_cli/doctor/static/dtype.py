@@ -8,7 +8,8 @@ chain is data: born -> passes ... -> meets.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import Enum
 
 from ..registry import Check, Context, Finding, Role, Status, Step, assumed, decide, reached
 from .values import Origin, T
@@ -22,6 +23,38 @@ CLASS_WEIGHTED = {"cross_entropy", "nll_loss", "CrossEntropyLoss", "NLLLoss"}  #
 FLOAT_TARGET = {"binary_cross_entropy", "BCELoss"}  # a float64 or integer target fails
 NOT_INT_TARGET = {"binary_cross_entropy_with_logits", "BCEWithLogitsLoss"}  # an integer target fails
 MIXED_BACKWARD = {"huber_loss", "HuberLoss"}  # a float64 target runs forward; its backward fails
+
+
+class Birth(Enum):
+    """How the interpreter saw a float64 value born: what to say, and the cast that fixes it there
+    (templates filled with the names the site gives: ``name``, ``how``)."""
+
+    PY_FLOAT_LIST = ("a list of Python floats", "np.array(..., dtype=np.float32)")
+    PANDAS_CONVERSION = ("pandas {how} gives float64", ".to_numpy(dtype=np.float32)")
+    PANDAS_VALUE = ("a pandas value is float64", "np.float32(...) or .to_numpy(dtype=np.float32)")
+    PANDAS_TOLIST = ("pandas .tolist() gives Python floats", ".to_numpy(dtype=np.float32)")
+    INT_DIVISION = ("`/` of NumPy integers is float64", "np.float32(...) or .astype(np.float32)")
+    DOUBLE = ("`.double()` makes it float64", "`.float()` instead of `.double()`")
+    CAST_ARG = ("`.{name}(float64)` makes it float64", "`.{name}(torch.float32)`")
+    CAST = ("`.{name}(...)` makes it float64", "`.{name}(torch.float32)`")
+    ASTYPE = ("`.astype(...)` makes it float64", "`.astype(np.float32)`")
+    DEFAULT_DTYPE = ("`{name}(...)` is float64 (torch.set_default_dtype(torch.float64) at {how})",
+                     "dtype=torch.float32")
+    ARRAY = ("a float64 array", ".astype(np.float32)")
+    SAMPLE = ("a float64 sample", "np.float32(...)")
+    DATASET_FLOAT = ("a Python float from the Dataset; the DataLoader's default collate turns it into a "
+                     "float64 tensor", "torch.tensor(..., dtype=torch.float32)")
+
+
+def born(site: str, birth: Birth, cause: str | None = None, **names: str) -> Origin:
+    what, fix = birth.value
+    return Origin(site, what.format(**names), fix.format(**names), cause)
+
+
+def collated(origin: Origin) -> Origin:
+    """A float64 value a Dataset returns, as the DataLoader's default collate passes it on."""
+    return replace(origin, what=origin.what + " returned by the Dataset; the DataLoader's default collate makes "
+                   "it a float64 tensor", fix="return torch.tensor(..., dtype=torch.float32) from __getitem__")
 
 
 @dataclass

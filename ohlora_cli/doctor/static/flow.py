@@ -39,7 +39,6 @@ from .values import (
     Mod,
     ModRef,
     Obj,
-    Origin,
     Seq,
     T,
     Unknown,
@@ -678,8 +677,7 @@ class Interpreter:
             floats = [i for i in items if i.dtype == "f64"]
             if floats:  # a list of Python numbers with a float among them
                 origin = next((i.origin for i in floats if i.origin), None)
-                return T("pyfloat", "f64", origin or Origin(where(frame.module, node), "a list of Python floats",
-                                                             "np.array(..., dtype=np.float32)"))
+                return T("pyfloat", "f64", origin or dtype_facts.born(where(frame.module, node), dtype_facts.Birth.PY_FLOAT_LIST))
         return Seq(tuple(items))
 
     _expr_List = _expr_Tuple
@@ -899,7 +897,7 @@ class Interpreter:
             return T("array", frame_value.dtype)
         origin = frame_value.origin
         if origin is None or "pandas" not in origin.what:
-            origin = Origin(site, f"pandas {how} gives float64", ".to_numpy(dtype=np.float32)")
+            origin = dtype_facts.born(site, dtype_facts.Birth.PANDAS_CONVERSION, how=how)
         return T("array", "f64", origin, frame_value.doubt)
 
     def subscript(self, node: ast.Subscript, frame: Frame):
@@ -938,8 +936,7 @@ class Interpreter:
         if value.kind == "frame":
             if value.dtype != "f64":
                 return value
-            return T("frame", "f64", Origin(where(frame.module, node), "a pandas value is float64",
-                                            "np.float32(...) or .to_numpy(dtype=np.float32)"), value.doubt)
+            return T("frame", "f64", dtype_facts.born(where(frame.module, node), dtype_facts.Birth.PANDAS_VALUE), value.doubt)
         return replace(value, param=None, buffer=False)
 
     def binop(self, left, right, node, op, frame: Frame):
@@ -965,8 +962,7 @@ class Interpreter:
         if result.kind == "tensor":
             return replace(result, dtype=self.default_dtype)
         site = where(frame.module, node)
-        return replace(result, dtype="f64", origin=Origin(site, "`/` of NumPy integers is float64",
-                                                          "np.float32(...) or .astype(np.float32)"))
+        return replace(result, dtype="f64", origin=dtype_facts.born(site, dtype_facts.Birth.INT_DIVISION))
 
     def arithmetic(self, values: list[T]) -> T:
         """The result of an element-wise operation (torch's and numpy's promotion, roughly)."""
@@ -1425,7 +1421,7 @@ class Interpreter:
         if name == "double":
             base = value or T("tensor")
             kind = base.kind if base.kind in ("array",) else "tensor"
-            return T(kind, "f64", Origin(site, "`.double()` makes it float64", "`.float()` instead of `.double()`"),
+            return T(kind, "f64", dtype_facts.born(site, dtype_facts.Birth.DOUBLE),
                      (), base.req, base.grads, src=base.src)
         if name in ("float", "half", "bfloat16"):
             base = value or T("tensor")
@@ -1435,14 +1431,13 @@ class Interpreter:
         dtype = self._call_dtype(node, frame)
         if value is None:
             if dtype == "f64":
-                return T("tensor", "f64", Origin(site, f"`.{name}(float64)` makes it float64",
-                                                 f"`.{name}(torch.float32)`"))
+                return T("tensor", "f64", dtype_facts.born(site, dtype_facts.Birth.CAST_ARG, name=name))
             return T("tensor", dtype) if dtype else UNKNOWN
         if dtype == "f64":
             if value.f64:
                 return value
-            fix = "`.astype(np.float32)`" if name == "astype" else f"`.{name}(torch.float32)`"
-            return replace(value, dtype="f64", origin=Origin(site, f"`.{name}(...)` makes it float64", fix), doubt=())
+            birth = dtype_facts.Birth.ASTYPE if name == "astype" else dtype_facts.Birth.CAST
+            return replace(value, dtype="f64", origin=dtype_facts.born(site, birth, name=name), doubt=())
         if dtype is not None:
             kind = value.kind if value.kind in ("array", "tensor") else "tensor"
             return replace(value, kind=kind, dtype=dtype, origin=None, doubt=(), param=None, buffer=False)
@@ -1457,8 +1452,7 @@ class Interpreter:
         if name == "tolist":
             if value.dtype != "f64":
                 return UNKNOWN
-            return T("pyfloat", "f64", Origin(site, "pandas .tolist() gives Python floats",
-                                               ".to_numpy(dtype=np.float32)"))
+            return T("pyfloat", "f64", dtype_facts.born(site, dtype_facts.Birth.PANDAS_TOLIST))
         if name in ("to_dict", "iterrows", "itertuples"):
             return UNKNOWN
         return value
@@ -1506,16 +1500,15 @@ class Interpreter:
 
     def default_tensor(self, site: str, name: str) -> T:
         if self.default_dtype == "f64":
-            return T("tensor", "f64", Origin(site, f"`{name}(...)` is float64 (torch.set_default_dtype(torch.float64) "
-                                                   f"at {self.default_set_at})", "dtype=torch.float32",
-                                             self.default_set_at))
+            return T("tensor", "f64", dtype_facts.born(site, dtype_facts.Birth.DEFAULT_DTYPE, self.default_set_at, name=name,
+                                                how=self.default_set_at or "?"))
         return T("tensor", self.default_dtype)
 
     def to_tensor(self, value, site: str):
         """``torch.tensor(value)`` without a dtype."""
         if isinstance(value, T):
             if value.kind in ("array", "frame") and value.f64:
-                return T("tensor", "f64", value.origin or Origin(site, "a float64 array", ".astype(np.float32)"),
+                return T("tensor", "f64", value.origin or dtype_facts.born(site, dtype_facts.Birth.ARRAY),
                          value.doubt)
             if value.kind in ("pyfloat", "num"):
                 return self.default_tensor(site, "torch.tensor") if value.dtype == "f64" else T("tensor", value.dtype)
@@ -1552,17 +1545,13 @@ class Interpreter:
         """What torch's default collate makes of one sample."""
         if isinstance(item, T):
             if item.kind in ("pyfloat", "array", "frame") and item.f64:
-                origin = item.origin or Origin(site, "a float64 sample", "np.float32(...)")
-                what, fix = origin.what, origin.fix
+                origin = item.origin or dtype_facts.born(site, dtype_facts.Birth.SAMPLE)
                 if item.kind in ("pyfloat", "frame"):
-                    what += " returned by the Dataset; the DataLoader's default collate makes it a float64 tensor"
-                    fix = "return torch.tensor(..., dtype=torch.float32) from __getitem__"
-                return T("tensor", "f64", replace(origin, what=what, fix=fix), item.doubt)
+                    origin = dtype_facts.collated(origin)
+                return T("tensor", "f64", origin, item.doubt)
             if item.kind == "num":
                 if item.dtype == "f64":
-                    return T("tensor", "f64", Origin(site, "a Python float from the Dataset; the DataLoader's "
-                                                     "default collate turns it into a float64 tensor",
-                                                     "torch.tensor(..., dtype=torch.float32)"), item.doubt)
+                    return T("tensor", "f64", dtype_facts.born(site, dtype_facts.Birth.DATASET_FLOAT), item.doubt)
                 return T("tensor", item.dtype)
             return replace(item, kind="tensor", req=False, grads=frozenset(), param=None, buffer=False)
         if isinstance(item, Seq):
