@@ -17,7 +17,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["COLUMNS"] = "200"
 # Variables that change what ohlora or its libraries print: colour codes in captured output,
 # library progress bars the log tests look for, tracebacks instead of messages.
-for name in ("FORCE_COLOR", "PY_COLORS", "CLICOLOR_FORCE", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "OHLORA_DEBUG",
+for name in ("FORCE_COLOR", "PY_COLORS", "CLICOLOR_FORCE", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "OHLORA_DEBUG", "OHLORA_DOCTOR_NO_VIEW",
              "TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
     os.environ.pop(name, None)
 # One torch thread everywhere (subprocesses read OMP_NUM_THREADS): the tiny models gain nothing

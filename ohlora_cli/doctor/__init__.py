@@ -278,7 +278,7 @@ def _run_observed(targets: list[str], *, json_out: bool, strict: bool, gpus: int
     if json_out:
         data = report.to_dict()
         data["run"] = {"sandbox": str(observed.sandbox), "steps": observed.steps, "timed_out": observed.timed_out,
-                       "wall_s": round(observed.wall_s, 1)}
+                       "wall_s": round(observed.wall_s, 1), "read_only_view": observed.view}
         _print_json(data)
         err.print(summary, highlight=False, markup=False)
     else:

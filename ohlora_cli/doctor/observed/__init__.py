@@ -55,6 +55,16 @@ def writes_summary(obs: Observed) -> str:
     redirected = {e.get("path") for e in obs.of("write-redirected")}
     blocked = obs.of("write-blocked")
     return (f"observed run: {obs.steps} optimizer step(s) in {obs.wall_s:.1f} s; {len(redirected)} path(s) written "
-            f"to the sandbox, {len(blocked)} change(s) blocked; sandbox: {obs.sandbox}")
+            f"to the sandbox, {len(blocked)} change(s) blocked; {view_summary(obs.view)}; sandbox: {obs.sandbox}")
+
+
+def view_summary(view: dict | None) -> str:
+    """One phrase on the read-only view of the filesystem the child ran on (readonly.py)."""
+    if view is None:
+        return "no read-only view of the filesystem here (user namespaces unavailable): the audit hook guarded it"
+    if view["failed"]:
+        where = ", ".join(sorted(view["failed"])[:3])
+        return f"read-only view of the filesystem incomplete ({where}): the audit hook guarded the rest"
+    return "the filesystem was read-only to it except the sandbox, the temp folder and the caches"
 
 

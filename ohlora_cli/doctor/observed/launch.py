@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .events import Event, read_events
+from .sandbox import free_folders
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "WANDB_MODE": "disabled", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -35,6 +36,7 @@ class Observed:
     steps: int = 0
     timeout_s: float = 0.0
     gpus: int | None = None
+    view: dict | None = None  # the read-only view of the filesystem (readonly.py), when there was one
 
     def of(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
@@ -64,10 +66,11 @@ def observe(script: Path, args: list[str], *, steps: int = 6, timeout: float = 1
     env = dict(os.environ, **OFFLINE)
     started = time.monotonic()
     timed_out = False
+    command = _command(script, sandbox, [sys.executable, "-m", "ohlora_cli.doctor.observed.child",
+                                         str(sandbox / "config.json")])
     with open(sandbox / "output.log", "wb") as output:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ohlora_cli.doctor.observed.child", str(sandbox / "config.json")],
-            cwd=os.getcwd(), env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            command, cwd=os.getcwd(), env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
@@ -83,4 +86,25 @@ def observe(script: Path, args: list[str], *, steps: int = 6, timeout: float = 1
     observed = Observed(str(script), sandbox, read_events(events), timed_out, proc.returncode,
                         time.monotonic() - started, timeout_s=timeout, gpus=gpus)
     observed.steps = max((e.get("step", 0) for e in observed.of("step")), default=0)
+    observed.view = _view(sandbox)
     return observed
+
+
+def _command(script: Path, sandbox: Path, child: list[str]) -> list[str]:
+    """The child's command, inside a read-only view of the filesystem where the OS allows one."""
+    from . import readonly  # not at the top: ``python -m ...readonly`` must find it unimported
+    if os.environ.get("OHLORA_DOCTOR_NO_VIEW") or not readonly.available():
+        return child
+    spec = {"command": child, "sandbox": str(sandbox), "writable": [str(sandbox), *free_folders()],
+            "protected": [str(script.resolve().parent), os.getcwd()], "uid": os.getuid(), "gid": os.getgid(),
+            "report": str(sandbox / "view.json")}
+    (sandbox / "view-spec.json").write_text(json.dumps(spec), encoding="utf-8")
+    return readonly.wrap(str(sandbox / "view-spec.json"))
+
+
+def _view(sandbox: Path) -> dict | None:
+    """What the read-only view covered (None: no view, the audit hook alone guarded the run)."""
+    try:
+        return json.loads((sandbox / "view.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -31,6 +31,15 @@ _PATH_EVENTS = {  # audit event -> indexes of the path arguments it changes
 }
 
 
+def free_folders() -> list[str]:
+    """Where the run may write for real: the temp folder and the caches."""
+    folders = [tempfile.gettempdir(), os.path.join(os.path.expanduser("~"), ".cache")]
+    for var in ("XDG_CACHE_HOME", "HF_HOME", "TORCH_HOME", "TRITON_CACHE_DIR", "MPLCONFIGDIR"):
+        if os.environ.get(var):
+            folders.append(os.environ[var])
+    return folders
+
+
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(os.path.join(folder, ""))
 
@@ -40,12 +49,7 @@ class Guard:
         self.sandbox = os.path.realpath(sandbox)
         self.files = os.path.join(self.sandbox, "files")
         self.protected = [os.path.realpath(p) for p in protected]
-        home = os.path.expanduser("~")
-        allowed = [tempfile.gettempdir(), os.path.join(home, ".cache"), "/dev", "/proc/self"]
-        for var in ("XDG_CACHE_HOME", "HF_HOME", "TORCH_HOME", "TRITON_CACHE_DIR", "MPLCONFIGDIR"):
-            if os.environ.get(var):
-                allowed.append(os.environ[var])
-        self.allowed = [os.path.realpath(p) for p in allowed]
+        self.allowed = [os.path.realpath(p) for p in [*free_folders(), "/dev", "/proc/self"]]
         self.emit = emit
         self.user = user
         self.active = False
