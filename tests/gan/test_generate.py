@@ -97,6 +97,7 @@ def test_out_dir_writes_each_image_with_its_seed_and_labels(run_dir, tmp_path):
     assert [r["file"] for r in rows] == ["seed0007.png", "seed0008.png", "seed0009.png"]  # named by seed
     assert [int(r["seed"]) for r in rows] == [7, 8, 9]
     assert all(float(r["a"]) == -1 and float(r["b"]) == 0 for r in rows)
+    # the CSV's 6 significant digits: a relative error <= 5e-6, under rel_tol 1e-5
     assert math.isclose(float(rows[0]["a_raw"]), G.label_mean[0] - G.label_std[0], rel_tol=1e-5)
     assert math.isclose(float(rows[0]["b_raw"]), G.label_mean[1], rel_tol=1e-5)
     first = pixels(tmp_path / "d" / "seed0008.png")
@@ -117,6 +118,7 @@ def test_raw_labels_centre_on_the_data(tmp_path):
     with open(tmp_path / "data" / "labels.csv", newline="") as fh:
         table = np.array([[float(r["a"]), float(r["b"])] for r in csv.DictReader(fh)])
     mean, sd = table.mean(0), table.std(0)
+    # float64 statistics of the labels as stored (float32: ~6e-8 relative), under approx's 1e-6
     assert G.label_spread["mean"] == pytest.approx(mean) and G.label_spread["sd"] == pytest.approx(sd)
 
     result = generate(run, "-n", 2, "--labels", f"a={mean[0] + 1:.3f}", "--out-dir", tmp_path / "d")
@@ -125,6 +127,7 @@ def test_raw_labels_centre_on_the_data(tmp_path):
     with open(tmp_path / "d" / "images.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["file", "seed", "a", "b"]  # no _raw columns: the labels are raw already
+    # the CSV's 6 significant digits of a mean near 0.5: <= 5e-7
     assert float(rows[0]["b"]) == pytest.approx(mean[1], abs=1e-5)  # b was not given
 
     result = generate(run, "--sweep", "a", "-n", 1, "--steps", 5, "-o", tmp_path / "s.png")

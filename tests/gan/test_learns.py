@@ -97,6 +97,7 @@ def test_generate_sweeps_read_back_in_order(runs, tmp_path):
         images = np.stack([np.asarray(Image.open(out / r["file"]).convert("RGB")) for r in rows])
         seen = predict(images.transpose(0, 3, 1, 2).astype(np.float64) / 127.5 - 1)[:, k].reshape(16, 5)
         requested = np.array([float(r[name]) for r in rows]).reshape(16, 5)
+        # the labels asked for, read back from the CSV's text: exact
         assert np.allclose(requested[0], [-2, -1, 0, 1, 2])
         means = seen.mean(axis=0)
         assert np.all(np.diff(means) > 0), (name, means)  # read back in the order requested

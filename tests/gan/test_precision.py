@@ -156,6 +156,7 @@ def test_fp16_loss_scaler_skips_an_inf_step_and_backs_off():
         return engine.step_optimizer(opt, [p], distributed=False, scaler=scaler)
 
     assert step([1.0, 2.0, 3.0]) is True
+    # a scale of 2**10 unscales exactly; one float32 multiply-add from the literals (an ulp)
     assert torch.allclose(p.detach(), torch.tensor([0.9, 0.8, 0.7])) and p.grad is None  # unscaled
     before = p.detach().clone()
     assert step([1.0, float("inf"), 3.0]) is False

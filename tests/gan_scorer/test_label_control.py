@@ -87,5 +87,6 @@ def test_training_runs_sweep_raw_labels_around_the_data(blobs, scorer_run, tmp_p
     G, _ = build_networks(ctx.recipe, 2)
     result = label_control_hook(ctx, torch.device("cpu"))(G, 0)
     raw = ctx.table.labels  # brightness and position in CSV units, not around 0 +- 1
+    # the same table's statistics; float32 storage of the labels (~1e-7 relative) is all that can part them
     assert np.allclose(result.center, raw.mean(0), atol=1e-5)
     assert np.allclose(result.scale, raw.std(0), atol=1e-5)

@@ -64,11 +64,13 @@ def test_raw_units_and_label_space_mapping():
     images = torch.randn(3, 3, 16, 16)
     z = scorer(images, standardized=True)
     raw = scorer(images)
+    # the scorer's own float32 multiply-add, done once more: equal to an ulp
     assert torch.allclose(raw, z * scorer.label_std + scorer.label_mean)
     # a GAN run on columns [c, a] with its own standardisation statistics
     wrapped = sc.in_label_space(scorer, ["c", "a"], label_mean=[31.0, 9.0], label_std=[2.0, 0.5])
     expected = (raw[:, [2, 0]] - torch.tensor([31.0, 9.0])) / torch.tensor([2.0, 0.5])
-    assert torch.allclose(wrapped(images), expected, atol=1e-5)
+    # raw outputs reach ~40 (float32 ulp 3.8e-6); two roundings divided by 0.5 stay under 2e-5
+    assert torch.allclose(wrapped(images), expected, atol=1e-4)
     with pytest.raises(CheckpointError, match="does not score d"):
         sc.in_label_space(scorer, ["a", "d"])
 

@@ -29,6 +29,7 @@ SCRIPT = textwrap.dedent("""
                     t.grad = None
             results.append(([o.detach().float() for o in out], grads))
         (ours_out, ours_grads), (ref_out, ref_grads) = results[1], results[0]
+        # two float32 implementations of one formula over 16 x 50: rounding ~1e-6, a hundred times under 1e-4
         for a, b in zip(ours_out, ref_out):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
         for a, b in zip(ours_grads, ref_grads):
