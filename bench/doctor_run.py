@@ -6,7 +6,10 @@ variant in its own process, interleaved, best of ``--repeat``, one intra-op thre
 OpenMP workers wait on cores other jobs hold). "observed" = every always-on instrument of the
 child (torch-function mode, ``Module.__call__`` wrapper, saved-tensor ledger, CUDA query
 wrappers); "census" = the fixed cost of one step-boundary census with the workload's objects
-alive (median of 5). Prints a table and one JSON line. Target: observed at most 2x per step.
+alive (median of 5). Then end to end: the wall time of ``ohlora doctor small.py --run`` on a
+small MLP script against the time ``python -c "import torch"`` takes, best of ``--repeat``.
+Prints a table and one JSON line. Targets: observed at most 2x per step; a ``--run`` of a small
+script within import time + 10 s.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 MODELS = ("mlp", "gan", "lm")
 
@@ -124,6 +129,39 @@ def worker(model: str, variant: str, steps: int) -> dict:
     return out
 
 
+SMALL_SCRIPT = """\
+import torch
+from torch import nn
+
+model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+x, y = torch.randn(64, 16), torch.randn(64, 1)
+for step in range(10_000):
+    loss = nn.functional.mse_loss(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+"""
+
+
+def _best_wall(command: list[str], cwd: str, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=cwd, capture_output=True, check=True)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def end_to_end(repeat: int) -> dict:
+    """Seconds for ``import torch`` alone and for a whole ``ohlora doctor small.py --run``."""
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "small.py").write_text(SMALL_SCRIPT)
+        import_s = _best_wall([sys.executable, "-c", "import torch"], folder, repeat)
+        run_s = _best_wall([sys.executable, "-m", "ohlora_cli", "doctor", "small.py", "--run"], folder, repeat)
+    return {"import_torch_s": round(import_s, 2), "doctor_run_s": round(run_s, 2), "over_import_s": round(run_s - import_s, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
@@ -152,7 +190,11 @@ def main() -> None:
         rows[model] = {"bare_ms": round(bare, 2), "observed_ms": round(observed, 2),
                        "ratio": round(observed / bare, 2), "census_ms": round(census, 1)}
         print(f"{model:<10}{bare:>14.2f}{observed:>18.2f}{observed / bare:>7.2f}x{census:>11.1f}")
-    print(json.dumps({"bench": "doctor_run", "steps": args.steps, "repeat": args.repeat, "workloads": rows}))
+    whole = end_to_end(args.repeat)
+    print(f"\nimport torch {whole['import_torch_s']:.2f} s; ohlora doctor small.py --run {whole['doctor_run_s']:.2f} s "
+          f"({whole['over_import_s']:+.2f} s over the import; target +10 s)")
+    print(json.dumps({"bench": "doctor_run", "steps": args.steps, "repeat": args.repeat, "workloads": rows,
+                      "end_to_end": whole}))
 
 
 if __name__ == "__main__":
