@@ -112,3 +112,21 @@ def test_the_view_is_reported_either_way(tmp_path, monkeypatch):
     data = json.loads(result.stdout.strip().splitlines()[-1])
     assert data["run"]["read_only_view"] is None
     assert "no read-only view" in result.stderr.replace("\n", " ")
+
+
+@needs_view
+def test_relative_paths_reach_the_writable_folders_of_the_view(tmp_path, monkeypatch):
+    """A relative path is resolved from the working folder: after the view is made, the child must
+    stand in the view's copy of it, or ``../results`` in the (writable) temp folder fails with
+    EROFS (found running a real script, Continuous-Recurrent-Units, under --run)."""
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "train.py").write_text(textwrap.dedent("""
+        import subprocess
+        subprocess.run(["sh", "-c", "mkdir -p ../results && echo x > ../results/made.txt"], check=True)
+    """).lstrip())
+    monkeypatch.chdir(folder)
+    before = snapshot(folder)
+    runner.invoke(app, ["doctor", "train.py", "--run", "--json", "--timeout", str(HANG_S)])
+    assert (tmp_path / "results" / "made.txt").read_text() == "x\n"
+    assert difference(before, snapshot(folder)) == {}

@@ -132,6 +132,9 @@ def main(spec_path: str) -> None:
         spec = json.load(f)
     try:
         view = make_view(spec["writable"], spec["protected"], spec["sandbox"])
+        # The working folder is still the one on the old mount, read-only now: enter it again by
+        # its path so that relative paths ("../results") reach the mounts of the view.
+        os.chdir(os.getcwd())
         _back_to_user(spec["uid"], spec["gid"])
     except OSError as exc:  # the view is an extra layer: the audit hook still guards the run
         view = {"read_only": [], "writable": [], "failed": {"setup": str(exc)}}
