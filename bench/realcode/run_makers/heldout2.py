@@ -55,25 +55,33 @@ def nakedattention(root: Path, entry: dict) -> dict:
 
 # --- ImVisible (traffic-light CSV + photos) -----------------------------------------------------
 
-PANDAS2 = "/tmp/ohlora-bench-pandas2"
-PANDAS2_HOW = f"pip install --no-deps --target {PANDAS2} pandas==2.3.3 pytz"
+# Packages a script needs that the shared environment lacks or has too new, installed with
+# ``pip install --no-deps --target DIR ...`` outside it and put first on PYTHONPATH for the run.
+OVERLAYS = {
+    # pandas 3 removed the positional fallback of ``Series[int]`` on a labelled Series, which
+    # ImVisible's dataset uses (``points[0]`` on a row slice): the script needs the pandas of its time
+    "pandas2": ("/tmp/ohlora-bench-pandas2", "pandas==2.3.3 pytz"),
+    # BezierLaneNet reads pictures with OpenCV, logs with tensorboardX, plots with bezier
+    "cv2": ("/tmp/ohlora-bench-cv2", "opencv-python-headless tensorboardX bezier"),
+}
+
+
+def _overlay_env(name: str, probe: str) -> dict:
+    import os
+
+    folder, packages = OVERLAYS[name]
+    if not Path(folder, probe).is_dir():
+        raise RuntimeError(f"missing overlay {folder}: pip install --no-deps --target {folder} {packages}")
+    rest = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": folder + (os.pathsep + rest if rest else "")}
 
 
 def _pandas2_env() -> dict:
-    """pandas 3 removed the positional fallback of ``Series[int]`` on a labelled Series, which
-    ImVisible's dataset uses (``points[0]`` on a row slice): the script needs the pandas of its
-    time. A pandas 2 overlay, installed with --target outside the shared environment, goes first
-    on PYTHONPATH for the run only."""
-    import os
-
     import pandas
 
     if int(pandas.__version__.split(".")[0]) < 3:
         return {}
-    if not Path(PANDAS2, "pandas").is_dir():
-        raise RuntimeError(f"pandas {pandas.__version__} cannot run this script; make the overlay: {PANDAS2_HOW}")
-    rest = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": PANDAS2 + (os.pathsep + rest if rest else "")}
+    return _overlay_env("pandas2", "pandas")
 
 
 def _jpeg(path: Path, rng: np.random.Generator, width: int, height: int) -> None:
@@ -105,3 +113,106 @@ def imvisible(root: Path, entry: dict) -> dict:
         (base / csv).mkdir(parents=True, exist_ok=True)
         (base / csv / "ANNOTATIONS").write_text("\n".join(rows) + "\n")
     return {"cwd": root, "args": [], "env": _pandas2_env()}
+
+
+# --- Continuous Recurrent Units (pendulum interpolation .npz) ------------------------------------
+
+@maker("cru")
+def cru(root: Path, entry: dict) -> dict:
+    # load_data looks for data/pendulum/pend_interpolation_ir<impute rate>.npz before generating
+    # 2000 trajectories itself: uint8 24x24 pendulum frames [N, T, 24, 24, 1], the targets alike,
+    # and a validity mask [N, T, 1]. 12 training sequences of 20 frames at batch 2: 6 steps per
+    # epoch (the epoch sums of train_epoch outlive the run's boundaries).
+    rng = _rng(entry)
+    impute = 0.5
+    arrays = {}
+    for split, n in (("train", 12), ("test", 4)):
+        frames = np.zeros((n, 20, 24, 24, 1), np.uint8)
+        for i in range(n):
+            for t in range(20):
+                # a bright bar from the centre at a drifting angle: a pendulum-like picture
+                angle = 0.3 * t + i
+                for r in range(1, 11):
+                    frames[i, t, int(12 + r * np.sin(angle)), int(12 + r * np.cos(angle)), 0] = 255
+        valid = rng.random((n, 20, 1)) > impute
+        valid[:, :5] = True
+        targets = frames.copy()
+        frames[~valid[..., 0]] = 0
+        arrays.update({f"{split}_obs": frames, f"{split}_targets": targets, f"{split}_obs_valid": valid,
+                       f"{split}_ts": np.tile(np.arange(20.0), (n, 1))})
+    folder = root / "data" / "pendulum"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / f"pend_interpolation_ir{impute}.npz", **arrays)
+    args = ["--dataset", "pendulum", "--task", "interpolation", "-lsd", "30", "--sample-rate", "0.5",
+            "--impute-rate", str(impute), "--epochs", "2", "-b", "2", "--num-workers", "0"]
+    return {"cwd": root, "args": args, "env": {}}
+
+
+# --- neuralpredictor.pytorch (NAS-Bench-101 HDF5 + split .npz) ----------------------------------
+
+@maker("neuralpredictor")
+def neuralpredictor(root: Path, entry: dict) -> dict:
+    # Nb101Dataset reads data/nasbench.hdf5 (what tools/nasbench_tfrecord_converter.py writes:
+    # hash, num_vertices, trainable_parameters, adjacency [N,7,7] int8, operations [N,7] with op
+    # codes -2..2, metrics [N, epochs, 3 seeds, time, (train, ?, val, test) accuracies] float32)
+    # and data/train.npz (index arrays per split name). A quarter of the cells "blow up" (every
+    # seed's accuracy below 0.2), as some NAS-Bench-101 cells do, so resample_acc's fallback runs:
+    # under NumPy 2 (NEP 50) that fallback is the only path that still yields a float64 target.
+    import h5py
+
+    rng = _rng(entry)
+    n = 40
+    vertices = rng.integers(4, 8, n)
+    adjacency = np.zeros((n, 7, 7), np.int8)
+    operations = np.zeros((n, 7), np.int64)
+    for i, v in enumerate(vertices):
+        for a in range(v - 1):
+            adjacency[i, a, a + 1] = 1
+            adjacency[i, a, rng.integers(a + 1, v)] = 1
+        operations[i, :v] = rng.integers(0, 3, v)
+        operations[i, 0], operations[i, v - 1] = -1, -2
+    metrics = rng.uniform(0.85, 0.95, (n, 4, 3, 2, 4)).astype(np.float32)
+    metrics[::4, -1, :, -1, 2:] = 0.1
+    folder = root / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    with h5py.File(folder / "nasbench.hdf5", "w") as f:
+        f["hash"] = np.array([f"{i:032x}".encode() for i in range(n)])
+        f["num_vertices"] = vertices
+        f["trainable_parameters"] = rng.integers(10_000, 1_000_000, n)
+        f["adjacency"] = adjacency
+        f["operations"] = operations
+        f["metrics"] = metrics
+    np.savez(folder / "train.npz", **{"172": rng.permutation(n)[:30]})
+    args = ["--train_split", "172", "--eval_split", "all", "--epochs", "2", "--train_batch_size", "10"]
+    return {"cwd": root, "args": args, "env": {}}
+
+
+# --- BezierLaneNet (CULane lists, photos and .lines.txt) -----------------------------------------
+
+@maker("bezierlanenet")
+def bezierlanenet(root: Path, entry: dict) -> dict:
+    # CULane(root) reads list/<split>.txt (one "/folder/name.jpg" per line, the leading slash cut)
+    # and beside each picture a .lines.txt with one lane per line, "x y x y ..." in pixels of the
+    # 1640x590 frame. 8 training pictures at batch 2 with drop_last: 4 steps per epoch; one lane
+    # or more per picture (the padding branch), and one picture without lanes (the random branch).
+    rng = _rng(entry)
+    data = root / "CULane"
+    lists = data / "list"
+    lists.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 8), ("val", 2), ("test", 2)):
+        names = []
+        for i in range(n):
+            name = f"/driver_h2/{split}/{i:05d}.jpg"
+            picture = data / name[1:]
+            _jpeg(picture, rng, 820, 295)
+            lanes = []
+            for _ in range(0 if (split == "train" and i == 7) else int(rng.integers(1, 5))):
+                ys = np.linspace(590, 250, int(rng.integers(8, 20)))
+                xs = rng.uniform(100, 1500) + (ys - 590) * rng.uniform(-1.5, 1.5)
+                lanes.append(" ".join(f"{x:.3f} {y:.0f}" for x, y in zip(xs, ys, strict=True)))
+            picture.with_suffix(".lines.txt").write_text("\n".join(lanes) + ("\n" if lanes else ""))
+            names.append(name)
+        (lists / f"{split}.txt").write_text("\n".join(names) + "\n")
+    args = ["--data", str(data), "--log_name", "heldout2", "--pretrained_weight", str(root / "absent.pth"),
+            "--input_size", "160", "64", "--batch_size", "2", "--num_workers", "0", "--epochs", "2"]
+    return {"cwd": root, "args": args, "env": _overlay_env("cv2", "cv2")}
