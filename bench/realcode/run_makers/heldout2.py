@@ -57,12 +57,18 @@ def nakedattention(root: Path, entry: dict) -> dict:
 
 # Packages a script needs that the shared environment lacks or has too new, installed with
 # ``pip install --no-deps --target DIR ...`` outside it and put first on PYTHONPATH for the run.
+# DIR ends in site-packages: the static analysis reads PYTHONPATH folders as the user's own code
+# unless they are package folders, and reading sklearn or pandas as the script's code changes its
+# verdicts.
 OVERLAYS = {
     # pandas 3 removed the positional fallback of ``Series[int]`` on a labelled Series, which
     # ImVisible's dataset uses (``points[0]`` on a row slice): the script needs the pandas of its time
-    "pandas2": ("/tmp/ohlora-bench-pandas2", "pandas==2.3.3 pytz"),
+    "pandas2": ("/tmp/ohlora-bench-overlays/pandas2/site-packages", "pandas==2.3.3 pytz"),
     # BezierLaneNet reads pictures with OpenCV, logs with tensorboardX, plots with bezier
-    "cv2": ("/tmp/ohlora-bench-cv2", "opencv-python-headless tensorboardX bezier"),
+    "cv2": ("/tmp/ohlora-bench-overlays/cv2/site-packages", "opencv-python-headless tensorboardX bezier"),
+    # CRU imports geotorch (CRUCell) and scikit-learn (the PhysioNet preprocessing, imported by
+    # data_utils whatever the dataset); seaborn, small and pure, went into the shared environment
+    "cru": ("/tmp/ohlora-bench-overlays/cru/site-packages", "scikit-learn joblib threadpoolctl narwhals geotorch"),
 }
 
 
@@ -145,7 +151,13 @@ def cru(root: Path, entry: dict) -> dict:
     np.savez_compressed(folder / f"pend_interpolation_ir{impute}.npz", **arrays)
     args = ["--dataset", "pendulum", "--task", "interpolation", "-lsd", "30", "--sample-rate", "0.5",
             "--impute-rate", str(impute), "--epochs", "2", "-b", "2", "--num-workers", "0"]
-    return {"cwd": root, "args": args, "env": {}}
+    # CRU.train makes ../results/... (relative to the working folder). Under the read-only view the
+    # child's working folder still refers to the mount it had before the view was built, so a
+    # relative path resolves on the read-only root even where its target is in the writable temp
+    # folder (EROFS at lib/utils.py:107). Without the view the audit hook still guards the run and
+    # ../results lands in the temp folder.
+    env = {**_overlay_env("cru", "sklearn"), "OHLORA_DOCTOR_NO_VIEW": "1"}
+    return {"cwd": root, "args": args, "env": env}
 
 
 # --- neuralpredictor.pytorch (NAS-Bench-101 HDF5 + split .npz) ----------------------------------
@@ -215,4 +227,27 @@ def bezierlanenet(root: Path, entry: dict) -> dict:
         (lists / f"{split}.txt").write_text("\n".join(names) + "\n")
     args = ["--data", str(data), "--log_name", "heldout2", "--pretrained_weight", str(root / "absent.pth"),
             "--input_size", "160", "64", "--batch_size", "2", "--num_workers", "0", "--epochs", "2"]
-    return {"cwd": root, "args": args, "env": _overlay_env("cv2", "cv2")}
+    env = _overlay_env("cv2", "cv2")
+    # train.py passes verbose=True to ReduceLROnPlateau, a keyword PyTorch deprecated in 2.2 and
+    # later removed: on the installed torch the script stops before its first step for a reason
+    # unrelated to what it is labelled for. A sitecustomize (first on PYTHONPATH, for this run only)
+    # gives the keyword back as the no-op it had become; the script itself is unchanged.
+    compat = root / ".heldout2-compat"
+    compat.mkdir(exist_ok=True)
+    (compat / "sitecustomize.py").write_text(SCHEDULER_VERBOSE)
+    env["PYTHONPATH"] = f"{compat}:{env['PYTHONPATH']}"
+    return {"cwd": root, "args": args, "env": env}
+
+
+SCHEDULER_VERBOSE = """\
+import inspect
+
+import torch.optim.lr_scheduler as _schedulers
+
+_init = _schedulers.ReduceLROnPlateau.__init__
+if "verbose" not in inspect.signature(_init).parameters:
+    def _accept_verbose(self, *args, verbose=None, **kwargs):
+        _init(self, *args, **kwargs)
+
+    _schedulers.ReduceLROnPlateau.__init__ = _accept_verbose
+"""
