@@ -160,6 +160,35 @@ def cru(root: Path, entry: dict) -> dict:
     return {"cwd": root, "args": args, "env": env}
 
 
+@maker("cru_regression")
+def cru_regression(root: Path, entry: dict) -> dict:
+    # The PR #4 head (entry 8) calls imput_loss.item() at lib/CRU.py:353, but for the pendulum's
+    # Bernoulli output interpolation sets imput_loss = np.nan, a float: the README's interpolation
+    # command crashes there after the first step. The regression task runs the same train_epoch
+    # (epoch_ll at line 348) without the imputation metrics: data/pendulum/pend_regression.npz, the
+    # frames [N, T, 24, 24, 1] uint8 and a 2-d target per frame (the bob's position).
+    rng = _rng(entry)
+    arrays = {}
+    for split, n in (("train", 12), ("test", 4)):
+        angles = rng.uniform(0, 2 * np.pi, (n, 1)) + 0.3 * np.arange(20)
+        frames = np.zeros((n, 20, 24, 24, 1), np.uint8)
+        for r in range(1, 11):
+            rows = (12 + r * np.sin(angles)).astype(int)
+            cols = (12 + r * np.cos(angles)).astype(int)
+            for i in range(n):
+                frames[i, np.arange(20), rows[i], cols[i], 0] = 255
+        arrays.update({f"{split}_obs": frames,
+                       f"{split}_targets": np.stack([np.sin(angles), np.cos(angles)], -1),
+                       f"{split}_ts": np.tile(np.arange(20.0), (n, 1))})
+    folder = root / "data" / "pendulum"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / "pend_regression.npz", **arrays)
+    args = ["--dataset", "pendulum", "--task", "regression", "-lsd", "30", "--sample-rate", "0.5",
+            "--epochs", "2", "-b", "2", "--num-workers", "0"]
+    env = {**_overlay_env("cru", "sklearn"), "OHLORA_DOCTOR_NO_VIEW": "1"}
+    return {"cwd": root, "args": args, "env": env}
+
+
 # --- neuralpredictor.pytorch (NAS-Bench-101 HDF5 + split .npz) ----------------------------------
 
 @maker("neuralpredictor")
