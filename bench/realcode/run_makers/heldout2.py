@@ -69,6 +69,8 @@ OVERLAYS = {
     # CRU imports geotorch (CRUCell) and scikit-learn (the PhysioNet preprocessing, imported by
     # data_utils whatever the dataset); seaborn, small and pure, went into the shared environment
     "cru": ("/tmp/ohlora-bench-overlays/cru/site-packages", "scikit-learn joblib threadpoolctl narwhals geotorch"),
+    # ParallelWaveGAN writes audio with soundfile and logs with tensorboardX
+    "pwg": ("/tmp/ohlora-bench-overlays/pwg/site-packages", "soundfile tensorboardX"),
 }
 
 
@@ -282,3 +284,110 @@ if "verbose" not in inspect.signature(_init).parameters:
 
     _schedulers.ReduceLROnPlateau.__init__ = _accept_verbose
 """
+
+
+# --- ParallelWaveGAN (dump folders of HDF5 utterances + a training yaml) ------------------------
+
+PWG_CONFIG = """\
+sampling_rate: 16000
+hop_size: 64
+format: hdf5
+generator_params:
+  in_channels: 1
+  out_channels: 1
+  kernel_size: 3
+  layers: 6
+  stacks: 2
+  residual_channels: 16
+  gate_channels: 32
+  skip_channels: 16
+  aux_channels: 20
+  aux_context_window: 2
+  dropout: 0.0
+  use_weight_norm: true
+  upsample_net: ConvInUpsampleNetwork
+  upsample_params:
+    upsample_scales: [4, 4, 4]
+discriminator_params:
+  in_channels: 1
+  out_channels: 1
+  kernel_size: 3
+  layers: 4
+  conv_channels: 16
+  nonlinear_activation: LeakyReLU
+  nonlinear_activation_params:
+    negative_slope: 0.2
+  use_weight_norm: true
+stft_loss_params:
+  fft_sizes: [256, 128]
+  hop_sizes: [32, 16]
+  win_lengths: [128, 64]
+  window: hann_window
+lambda_adv: 4.0
+batch_size: 2
+batch_max_steps: 1024
+pin_memory: false
+num_workers: 0
+remove_short_samples: true
+generator_optimizer_params: {lr: 0.0001, eps: 1.0e-06, weight_decay: 0.0}
+discriminator_optimizer_params: {lr: 0.00005, eps: 1.0e-06, weight_decay: 0.0}
+generator_scheduler_params: {step_size: 200000, gamma: 0.5}
+discriminator_scheduler_params: {step_size: 200000, gamma: 0.5}
+generator_grad_norm: 10
+discriminator_grad_norm: 1
+discriminator_train_start_steps: 2
+train_max_steps: 1000
+save_interval_steps: 1000
+eval_interval_steps: 2
+log_interval_steps: 2
+num_save_intermediate_results: 1
+"""
+
+# ParallelWaveGAN's STFT loss calls torch.stft(x, n_fft, hop, win, window) without return_complex,
+# which torch 2 refuses for real input; the loss then reads the real and imaginary parts from the
+# last dimension, what view_as_real of the complex result gives.
+STFT_REAL = """\
+import torch
+
+_stft = torch.stft
+
+
+def _stft_real_pair(input, *args, return_complex=None, **kwargs):
+    if return_complex is None and not input.is_complex():
+        return torch.view_as_real(_stft(input, *args, return_complex=True, **kwargs))
+    return _stft(input, *args, return_complex=return_complex, **kwargs)
+
+
+torch.stft = _stft_real_pair
+"""
+
+
+@maker("parallelwavegan")
+def parallelwavegan(root: Path, entry: dict) -> dict:
+    # A hand-written small training yaml (the repository's conf/*.yaml is not extracted; the keys
+    # are the ones train.py reads) and dump folders of .h5 utterances with "wave" (float32 [T]) and
+    # "feats" (float32 [T / hop, 20]). 6 training utterances at batch 2: 3 steps per epoch;
+    # eval_interval_steps 2 so that the evaluation (the manifest's acceptable WARN) runs within the
+    # first steps. The package is imported from the extracted folder, as the console entry would.
+    import h5py
+
+    rng = _rng(entry)
+    for split, n in (("train", 6), ("dev", 2)):
+        folder = root / "dump" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            frames = 40
+            t = np.arange(frames * 64) / 16000
+            wave = (0.3 * np.sin(2 * np.pi * rng.uniform(100, 400) * t)).astype(np.float32)
+            with h5py.File(folder / f"utt{i:03d}.h5", "w") as f:
+                f["wave"] = wave
+                f["feats"] = rng.normal(0, 1, (frames, 20)).astype(np.float32)
+    (root / "heldout2.yaml").write_text(PWG_CONFIG)
+    compat = root / ".heldout2-compat"
+    compat.mkdir(exist_ok=True)
+    (compat / "sitecustomize.py").write_text(STFT_REAL)
+    env = _overlay_env("pwg", "tensorboardX")
+    env["PYTHONPATH"] = f"{compat}:{root}:{env['PYTHONPATH']}"
+    args = ["--config", str(root / "heldout2.yaml"), "--train-dumpdir", str(root / "dump" / "train"),
+            "--dev-dumpdir", str(root / "dump" / "dev"), "--outdir", str(root / "exp" / "heldout2")]
+    return {"cwd": root, "args": args, "env": env}
