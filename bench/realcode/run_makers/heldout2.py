@@ -369,6 +369,10 @@ def parallelwavegan(root: Path, entry: dict) -> dict:
     # "feats" (float32 [T / hop, 20]). 6 training utterances at batch 2: 3 steps per epoch;
     # eval_interval_steps 2 so that the evaluation (the manifest's acceptable WARN) runs within the
     # first steps. The package is imported from the extracted folder, as the console entry would.
+    # The output folder is a temp folder: the evaluation writes .wav files with soundfile, a native
+    # writer the sandbox cannot redirect, so inside the protected extracted folder it fails.
+    import tempfile
+
     import h5py
 
     rng = _rng(entry)
@@ -389,5 +393,5 @@ def parallelwavegan(root: Path, entry: dict) -> dict:
     env = _overlay_env("pwg", "tensorboardX")
     env["PYTHONPATH"] = f"{compat}:{root}:{env['PYTHONPATH']}"
     args = ["--config", str(root / "heldout2.yaml"), "--train-dumpdir", str(root / "dump" / "train"),
-            "--dev-dumpdir", str(root / "dump" / "dev"), "--outdir", str(root / "exp" / "heldout2")]
+            "--dev-dumpdir", str(root / "dump" / "dev"), "--outdir", tempfile.mkdtemp(prefix="heldout2-pwg-exp-")]
     return {"cwd": root, "args": args, "env": env}
