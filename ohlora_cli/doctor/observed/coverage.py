@@ -10,7 +10,7 @@ every optimizer step boundary and at the end (``lines``): a run killed at its ti
 says what it reached. In a forked DataLoader worker, a line's first execution there is emitted
 (counts stay the parent's).
 
-Imports no torch; costs one dictionary look-up per Python call outside the sites.
+Imports no torch; costs one dictionary look-up per Python call outside the sites' files.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class Lines:
         self._files: dict[str, dict | None] = {}  # co_filename -> its wanted lines, None when none
         self._decided: dict[int, object] = {}  # id(code) -> local tracer or None
         self._codes: list = []  # the code objects decided on, kept alive so that their ids stay unique
+        self._modules: dict[int, bool] = {}  # id(frame.f_globals) -> may hold a site
+        self._kept: list = []  # those globals, kept alive so that their ids stay unique
         self._flushed: dict[str, int] = {}
         self.worker = False
 
@@ -61,12 +63,30 @@ class Lines:
     # -- tracing -------------------------------------------------------------------------------
 
     def on_call(self, frame, event, arg):
-        """The global trace function: called on every Python call (and generator resume)."""
+        """The global trace function: called on every Python call (and generator resume). It
+        reads ``frame.f_globals`` first: reading ``frame.f_code`` raises an audit event, which
+        would call the sandbox's and the CUDA instrument's audit hooks on every call."""
+        module = frame.f_globals
+        try:
+            wanted = self._modules[id(module)]
+        except KeyError:
+            wanted = self._module(module)
+        if not wanted:
+            return None
         code = frame.f_code
         try:
             return self._decided[id(code)]
         except KeyError:
             return self._decide(code)
+
+    def _module(self, module: dict) -> bool:
+        """Whether code run with these globals may be in a site's file (its ``__file__``; code
+        without one is looked at frame by frame)."""
+        name = module.get("__file__")
+        wanted = not isinstance(name, str) or os.path.realpath(name) in self.wanted
+        self._modules[id(module)] = wanted
+        self._kept.append(module)  # alive, so that its id is not reused
+        return wanted
 
     def _decide(self, code):
         tracer = None
