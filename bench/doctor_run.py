@@ -5,11 +5,12 @@ Three workloads (a small MLP, a conv GAN step: D then G, a tiny transformer LM s
 variant in its own process, interleaved, best of ``--repeat``, one intra-op thread (with two,
 OpenMP workers wait on cores other jobs hold). "observed" = every always-on instrument of the
 child (torch-function mode, ``Module.__call__`` wrapper, saved-tensor ledger, CUDA query
-wrappers); "census" = the fixed cost of one step-boundary census with the workload's objects
-alive (median of 5). Then end to end: the wall time of ``ohlora doctor small.py --run`` on a
-small MLP script against the time ``python -c "import torch"`` takes, best of ``--repeat``.
-Prints a table and one JSON line. Targets: observed at most 2x per step; a ``--run`` of a small
-script within import time + 10 s.
+wrappers, and the line counter of the static findings' sites with one site in each step function,
+the lines marked ``# SITE``, as a finding in a training loop would be); "census" = the fixed cost
+of one step-boundary census with the workload's objects alive (median of 5). Then end to end: the
+wall time of ``ohlora doctor small.py --run`` on a small MLP script against the time
+``python -c "import torch"`` takes, best of ``--repeat``. Prints a table and one JSON line.
+Targets: observed at most 2x per step; a ``--run`` of a small script within import time + 10 s.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def build(name: str):
         x, y = torch.randn(32, 64), torch.randn(32, 64)
 
         def step():
-            loss = (model(x) - y).pow(2).mean()
+            loss = (model(x) - y).pow(2).mean()  # SITE
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -62,7 +63,7 @@ def build(name: str):
             opt_d.zero_grad()
             loss_d.backward()
             opt_d.step()
-            loss_g = nn.functional.softplus(-D(fake)).mean()
+            loss_g = nn.functional.softplus(-D(fake)).mean()  # SITE
             opt_g.zero_grad()
             loss_g.backward()
             opt_g.step()
@@ -80,7 +81,7 @@ def build(name: str):
 
     def step():
         logits = head(body(embed(tokens[:, :-1]), mask=mask, is_causal=True))
-        loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), tokens[:, 1:].reshape(-1))
+        loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), tokens[:, 1:].reshape(-1))  # SITE
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -112,6 +113,12 @@ def worker(model: str, variant: str, steps: int) -> dict:
         observer = Observer(emit, user, graphs, cuda)
         observer.skip_optimizer_steps()
         observer.__enter__()
+        from ohlora_cli.doctor.observed.coverage import Lines
+
+        with open(__file__, encoding="utf-8") as f:
+            marked = [n for n, line in enumerate(f, 1) if line.rstrip().endswith("# " + "SITE")]
+        lines = Lines([f"{__file__}:{n}" for n in marked], emit)
+        lines.install()
     for _ in range(5):
         step()
     start = time.perf_counter()
@@ -124,6 +131,7 @@ def worker(model: str, variant: str, steps: int) -> dict:
         for k in range(5):
             start = time.perf_counter()
             graphs.census(k + 1)
+            lines.flush(k + 1)
             times.append((time.perf_counter() - start) * 1000)
         out["census_ms"] = statistics.median(times)
     return out

@@ -264,21 +264,27 @@ def _run_observed(targets: list[str], *, json_out: bool, strict: bool, gpus: int
         f"at most {timeout:g} s); its writes go to a sandbox folder, the project's files are not changed.",
         highlight=False, markup=False)
     report = run(scripts=[script], gpus=gpus, select=select)
-    observed = observed_run.observe(script, args, steps=steps, timeout=timeout, gpus=gpus)
+    static = [f for section in report.sections for f in section.findings]
+    observed = observed_run.observe(script, args, steps=steps, timeout=timeout, gpus=gpus,
+                                    sites=observed_run.static_sites(static))
     single = None
     if gpus and gpus > 1:  # the same script with 1 GPU, for its examples per optimizer step
         single = observed_run.observe(script, args, steps=1, timeout=timeout, gpus=1)
     found = observed_run.section_findings(observed, single)
     if select:
         found = [f for f in found if f.check in select or f.check.startswith("observed-")]
+    unreached, demoted = [], []
     for section in report.sections:
         section.findings = observed_run.merge_static(section.findings, found)
+        unreached += observed_run.unreached(section.findings, observed)
+        demoted += observed_run.demote(section.findings, observed, found)
     report.sections.append(Section(f"run {script} (observed)", found))
     summary = observed_run.writes_summary(observed)
     if json_out:
         data = report.to_dict()
         data["run"] = {"sandbox": str(observed.sandbox), "steps": observed.steps, "timed_out": observed.timed_out,
-                       "wall_s": round(observed.wall_s, 1), "read_only_view": observed.view}
+                       "wall_s": round(observed.wall_s, 1), "read_only_view": observed.view,
+                       "unreached": unreached, "demoted": demoted}
         _print_json(data)
         err.print(summary, highlight=False, markup=False)
     else:

@@ -66,6 +66,7 @@ class Kind(str, Enum):
     GPU_COUNT = "gpu-count"  # the number of visible GPUs is not known (no --gpus)
     LAUNCH_COMMAND = "launch-command"  # the script is launched with plain python, not one process per GPU
     PLACEMENT = "placement"  # the model is not quantized or spread over the GPUs
+    RUN_CLEAN = "run-clean"  # the observed run executed the site and its instrument saw it clean
     # Said, but not weakening: how the doctor read the code.
     ENTRY_FUNCTION = "entry-function"  # a function the script never calls, analysed as an entry point
     CODEC = "codec"  # a coding cookie names a codec that is not installed: read as UTF-8
@@ -85,6 +86,8 @@ _ASSUMPTION_TEXT = {
     Kind.GPU_COUNT: "the number of visible GPUs is unknown here (pass --gpus N)",
     Kind.LAUNCH_COMMAND: "the script is launched with plain `python`, not one process per GPU (the `if` at {where})",
     Kind.PLACEMENT: "the model is not quantized or spread over the GPUs ({subject} at {where})",
+    Kind.RUN_CLEAN: "other inputs than the observed run's make the chain hold: the run executed {where} and "
+                    "saw it clean ({subject})",
     Kind.ENTRY_FUNCTION: "{subject} is never called at the top level; analysed as an entry point ({where})",
     Kind.CODEC: "{where} names a codec that is not installed ({subject}); read as UTF-8",
 }

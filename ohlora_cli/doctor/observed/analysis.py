@@ -1,12 +1,18 @@
 """From the events of an observed run to findings (the same check ids as the static analysis).
 
 Each finding names the user's own ``path:line``; the message carries the chain that was seen
-(born, passes, meets, kept-by, ...). Nothing is assumed: a FAIL is something that happened.
+and ``evidence`` the same chain as data, like a static finding's (ordered ``Step``: where a
+float64 tensor or a graph was born, the library frames it passed, where it met a float32
+parameter, what keeps it alive, the CUDA query and the late setting ...). Nothing is assumed: a
+FAIL is something that happened.
 """
 
 from __future__ import annotations
 
-from ..registry import Finding, Status
+import ast
+import re
+
+from ..registry import Finding, Role, Status, Step
 from .launch import Observed
 
 RUN = "observed-run"
@@ -22,6 +28,17 @@ def _at(event_or_dict) -> str:
     if data.get("via"):
         text += f" via {data['via']}"
     return text
+
+
+def _step(where: str | None, role: Role, what: str = "") -> list[Step]:
+    """One evidence step, or none when the run could not name the place."""
+    return [Step(where, role, what)] if where else []
+
+
+def _via_step(via: str | None) -> list[Step]:
+    """``torch/utils/data/_utils/collate.py:211 (default_collate)`` as a PASSES step."""
+    match = re.fullmatch(r"(.+:\d+) \((.+)\)", via or "")
+    return [Step(match.group(1), Role.PASSES, f"`{match.group(2)}`")] if match else []
 
 
 def _kb(n: float) -> str:
@@ -41,6 +58,22 @@ def _birth_text(birth: dict | None) -> str:
     return text
 
 
+def _dtype_evidence(birth: dict | None, meet) -> list[Step]:
+    """Born (the user's line, what made it), the library frame and the Dataset it came through,
+    then where it met the float32 tensor (the parameter named when there is one)."""
+    steps: list[Step] = []
+    if birth is not None:
+        source = f" of {birth['source']}" if birth.get("source") else ""
+        steps += _step(birth.get("where"), Role.BORN, f"`{birth['how']}`{source} is float64")
+        steps += _via_step(birth.get("via"))
+        dataset = re.fullmatch(r"(\S+) \((.+:\d+)\)", birth.get("dataset") or "")
+        if dataset:
+            steps.append(Step(dataset.group(2), Role.PASSES, f"`{dataset.group(1)}` returns it"))
+    error = f"; the op raised {meet.get('error')}" if meet.get("error") else "; float64 out"
+    steps += _step(meet.where, Role.MEETS, f"`{meet.get('op')}` with float32 {meet.get('other')}{error}"[:300])
+    return steps
+
+
 def dtype_findings(obs: Observed) -> list[Finding]:
     births = {e.get("id"): dict(e.data, where=e.where) for e in obs.of("born")}
     out = []
@@ -51,13 +84,14 @@ def dtype_findings(obs: Observed) -> list[Finding]:
         born_at = (birth or {}).get("where") or meet.where
         hint = (f"Cast to float32 where it is born ({born_at}): `.float()`, `dtype=torch.float32` or "
                 "`.astype(np.float32)`; `.double()` on the model is not the fix.")
+        evidence = _dtype_evidence(birth, meet)
         if meet.get("error"):
             out.append(Finding("dtype-mismatch", Status.FAIL, f"observed: {chain}. The run died there: "
-                               f"{meet.get('error')}", where=meet.where, hint=hint))
+                               f"{meet.get('error')}", where=meet.where, hint=hint, evidence=evidence))
         else:
             out.append(Finding("dtype-mismatch", Status.WARN, f"observed: {chain}; the result is silently "
                                "promoted to float64 (slower, twice the memory, and float64 from here on)",
-                               where=meet.where, hint=hint))
+                               where=meet.where, hint=hint, evidence=evidence))
     return out
 
 
@@ -70,6 +104,47 @@ def _growing(values: list[int]) -> bool:
         return False
     ups = sum(1 for a, b in zip(values, values[1:], strict=False) if b > a)
     return all(b >= a for a, b in zip(values, values[1:], strict=False)) and ups >= 2
+
+
+_FILLS = {"append", "extend", "insert", "add", "appendleft", "update", "setdefault", "put"}
+
+
+def _filled_at(path: str, name: str) -> list[int]:
+    """Lines of ``path`` that put something into ``name`` (``name.append(...)``, ``name += ...``,
+    ``name[k] = ...``), else those that assign it: where a holder keeps what it holds."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return []
+    fills, assigns = [], []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _FILLS
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == name):
+            fills.append(node.lineno)
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
+            fills.append(node.lineno)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name)
+                        and target.value.id == name):
+                    fills.append(node.lineno)
+                elif isinstance(target, ast.Name) and target.id == name:
+                    assigns.append(node.lineno)
+    return sorted(fills) or sorted(assigns)
+
+
+def _kept_by(where: str, holders: list[str]) -> list[Step]:
+    """A KEPT_BY step per holder: the line that fills it (the first at or after the line that built
+    the graph), in the built line's file; the built line itself when no such line is found."""
+    path, _, line = where.rpartition(":")
+    steps = []
+    for holder in holders[:3]:
+        name = re.match(r"`([^`]+)`", holder)
+        lines = _filled_at(path, name.group(1)) if name else []
+        after = [n for n in lines if n >= int(line or 0)] or lines
+        steps.append(Step(f"{path}:{after[0]}" if after else where, Role.KEPT_BY, holder))
+    return steps
 
 
 def grad_findings(obs: Observed) -> list[Finding]:
@@ -103,7 +178,11 @@ def grad_findings(obs: Observed) -> list[Finding]:
         message += ". Memory grows with every step."
         if holders:
             message += f" Held by {', '.join(holders[:3])}."
-        out.append(Finding("grad-inference", Status.FAIL, message, where=where,
+        evidence = [Step(where, Role.BORN, f"`{codes[where]}` builds the graphs" if codes.get(where) else ""),
+                    *_kept_by(where, holders),
+                    Step(where, Role.OBSERVED, f"{nodes[0]} -> {nodes[-1]} autograd nodes alive at steps "
+                                               f"{points[0][0]}..{points[-1][0]}")]
+        out.append(Finding("grad-inference", Status.FAIL, message, where=where, evidence=evidence,
                            hint="Run it under `with torch.no_grad():` or keep `.detach()` / `.item()` of it."))
     for where, stats in last.get("calls", {}).items():
         if where in growing or stats.get("calls", 0) < 2 or stats.get("backward", 0):
@@ -117,6 +196,8 @@ def grad_findings(obs: Observed) -> list[Finding]:
                            f"backward never reached it: each call saves {_kb(per_call)} of activations for a "
                            "backward that never comes. Nothing from it survived a step (not growth), but it is "
                            "wasted memory and time.", where=where,
+                           evidence=[Step(where, Role.BORN, f"{stats['calls']} calls with autograd on"),
+                                     Step(where, Role.OBSERVED, "backward never reached their outputs")],
                            hint="Run it under `with torch.no_grad():` (or `torch.inference_mode()`)."))
     return out
 
@@ -138,11 +219,14 @@ def cvd_findings(obs: Observed) -> list[Finding]:
             else:
                 status, effect = Status.WARN, ("read the GPU count before it (without initialising CUDA): what "
                                                "the script computed from that count is stale")
+            evidence = [*_step(first.where, Role.CUDA_INIT, f"torch.cuda {first.get('call')}"),
+                        *_via_step(first.get("via")),
+                        *_step(event.where, Role.ENV_SET, f"CUDA_VISIBLE_DEVICES={event.get('value')!r}")]
             out.append(Finding(
                 "cuda-visible-devices-late", status,
                 f"observed: CUDA_VISIBLE_DEVICES={event.get('value')!r} is set at {_at(event)}, after "
                 f"torch.cuda {first.get('call')} at {_at(first)}, which {effect}.",
-                where=event.where,
+                where=event.where, evidence=evidence,
                 hint="Set CUDA_VISIBLE_DEVICES before anything queries CUDA: first lines of the script, or "
                      "in the shell (`CUDA_VISIBLE_DEVICES=0 python train.py`)."))
     return out
@@ -166,16 +250,22 @@ def gpu_findings(obs: Observed, single: Observed | None) -> list[Finding]:
     reads, configs = obs.of("gpu-count"), obs.of("trainer-config")
     where = configs[0].where if configs else reads[0].where if reads else None
     read = f" The script reads the count at {_at(reads[0])}." if reads else ""
+    evidence = _step(reads[0].where, Role.CONFIG, f"torch.cuda.device_count() returned {obs.gpus} (simulated)") \
+        if reads else []
     if configs:
         c = configs[0]
         read += (f" {c.get('config')} built at {_at(c)}: per_device_train_batch_size={c.get('per_device')} x "
                  f"{obs.gpus} GPUs (the Trainer wraps the model in nn.DataParallel when run with plain python).")
+        evidence += _step(c.where, Role.CONFIG, f"{c.get('config')}(per_device_train_batch_size="
+                                                f"{c.get('per_device')})")
+    evidence += _step(where, Role.OBSERVED, f"{one} examples in the first optimizer step with 1 GPU, {many} with "
+                                            f"{obs.gpus}")
     return [Finding(
         "multi-gpu-batch", Status.FAIL,
         f"observed: examples per optimizer step depend on the number of visible GPUs: {one} with 1 GPU, {many} "
         f"with {obs.gpus} (simulated: your own torch.cuda.device_count() calls and the Trainer's n_gpu said {obs.gpus}; examples "
         f"counted at the training forward, backpropagated, in the first optimizer step).{read}",
-        where=where,
+        where=where, evidence=evidence,
         hint="Fix the global batch (examples per optimizer step) and derive the per-device batch from it; "
              "launch with torchrun for several GPUs.")]
 
@@ -193,6 +283,7 @@ def run_findings(obs: Observed, attached: set[str]) -> list[Finding]:
         out.append(Finding(WRITES, Status.WARN,
                            f"blocked {blocked.get('op')} of {blocked.get('path')} at {_at(blocked)}: outside the "
                            "run's sandbox; the script got a PermissionError there", where=blocked.where,
+                           evidence=_step(blocked.where, Role.OBSERVED, f"{blocked.get('op')} blocked"),
                            hint="Nothing was changed; the observed run never writes the project's files."))
     ends, crashes = obs.of("end"), obs.of("crash")
     if crashes:
@@ -201,6 +292,7 @@ def run_findings(obs: Observed, attached: set[str]) -> list[Finding]:
             out.append(Finding(RUN, Status.FAIL,
                                f"the script crashed at {_at(crash)} after {obs.steps} optimizer step(s): "
                                f"{crash.get('type')}: {crash.get('message')}", where=crash.where,
+                               evidence=_step(crash.where, Role.OBSERVED, f"{crash.get('type')} raised"),
                                hint=f"Fix the crash; its output is in {obs.sandbox / 'output.log'}."))
     elif obs.timed_out:
         out.append(Finding(RUN, Status.WARN, f"stopped at the time limit ({obs.timeout_s:g} s) after "

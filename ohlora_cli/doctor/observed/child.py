@@ -39,19 +39,38 @@ def main(config_path: str) -> None:
     from .events import EventLog
     from .frames import UserFiles
 
-    log = EventLog(config["events"])
-    emit = log.emit
-    script = os.path.realpath(config["script"])
-    folder = os.path.dirname(script)
+    emit = EventLog(config["events"]).emit
+    folder = os.path.dirname(os.path.realpath(config["script"]))
     user = UserFiles([folder, *config.get("roots", [])], os.getcwd())
     sys.dont_write_bytecode = True
+    guard = _install_guard(config, folder, emit, user)
+    observer, graphs = _install_instruments(config, emit, user, guard)
+    from .coverage import Lines
 
+    lines = Lines(config.get("sites", []), emit)  # installed just before the script's first line
+    state = _install_step_hook(int(config["steps"]), emit, user, graphs, lines)
+    sys.argv = [config["script"], *config["args"]]
+    sys.path[0] = folder
+    emit("start", script=config["script"], args=config["args"], shim=config["shim"], pid=os.getpid())
+    code = _run_script(config["script"], observer, guard, emit, user, state, lines)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)  # no atexit handlers, no end-of-training saves
+
+
+def _install_guard(config: dict, folder: str, emit, user):
+    """The write guard, before torch: nothing may write the user's files from here on."""
     from .sandbox import Guard
 
     guard = Guard(config["sandbox"], [folder, os.getcwd(), *config.get("roots", [])], emit, user)
-    guard.install()  # before torch: nothing may write the user's files from here on
+    guard.install()
+    return guard
 
 
+def _install_instruments(config: dict, emit, user, guard):
+    """The torch instruments (this imports torch): native writers, CUDA, graphs, the mode."""
     from .devices import Cuda
     from .graphs import Graphs
     from .tensors import Observer, patch_from_numpy
@@ -68,8 +87,12 @@ def main(config_path: str) -> None:
     observer = Observer(emit, user, graphs, cuda)
     patch_from_numpy(observer)
     observer.skip_optimizer_steps()  # before the step hook: the mode resumes before the census
+    return observer, graphs
 
-    limit = int(config["steps"])
+
+def _install_step_hook(limit: int, emit, user, graphs, lines) -> dict:
+    """Counts the steps of the first optimizer that steps; at each boundary the census and the
+    line counts; after ``limit`` steps, StopRun."""
     state = {"first": None, "steps": 0}
 
     def step_hook(optimizer, _args, _kwargs):
@@ -80,6 +103,7 @@ def main(config_path: str) -> None:
             return
         state["steps"] += 1
         graphs.census(state["steps"])
+        lines.flush(state["steps"])
         emit("step", step=state["steps"])
         if state["steps"] >= limit:
             raise StopRun
@@ -87,32 +111,36 @@ def main(config_path: str) -> None:
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     register_optimizer_step_post_hook(step_hook)
+    return state
 
-    sys.argv = [config["script"], *config["args"]]
-    sys.path[0] = folder
-    emit("start", script=config["script"], args=config["args"], shim=config["shim"], pid=os.getpid())
-    code = 0
+
+def _run_script(script: str, observer, guard, emit, user, state: dict, lines) -> int:
+    """Run the script under the mode; how it ended is an event. Returns the exit code."""
     import runpy
 
+    code = 0
+    lines.install()
     try:
         with observer:
-            runpy.run_path(config["script"], run_name="__main__")
-        emit("end", how="finished", steps=state["steps"])
+            runpy.run_path(script, run_name="__main__")
+        end = {"how": "finished"}
     except StopRun:
-        emit("end", how="stopped", steps=state["steps"])
+        end = {"how": "stopped"}
     except SystemExit as exc:
-        emit("end", how="exited", code=str(exc.code), steps=state["steps"])
+        end = {"how": "exited", "code": str(exc.code)}
     except BaseException as exc:  # the script's own failure is an observation
+        sys.settrace(None)
         guard.active = False
+        end = None
         emit("crash", type=type(exc).__name__, message=str(exc)[:2000], steps=state["steps"],
              **_crash_site(exc, user))
         traceback.print_exc()
         code = 1
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(code)  # no atexit handlers, no end-of-training saves
+    sys.settrace(None)
+    lines.flush(state["steps"])
+    if end is not None:
+        emit("end", steps=state["steps"], **end)
+    return code
 
 
 if __name__ == "__main__":

@@ -41,6 +41,18 @@ class Observed:
     def of(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
 
+    def reached(self) -> dict[str, int]:
+        """How many times the line of each static site ran (``coverage``): the last counts the
+        child streamed; a line whose first execution is all that came back (a kill before the
+        next step boundary, a DataLoader worker) counts 1."""
+        counts: dict[str, int] = {}
+        for event in self.events:
+            if event.kind == "lines" and not event.get("worker"):
+                counts.update(event.get("counts") or {})  # cumulative: a later flush supersedes
+            elif event.kind == "line-reached" and event.get("site"):
+                counts.setdefault(event.get("site"), 1)
+        return counts
+
 
 def gpu_count() -> int:
     """GPUs the driver lists, without touching CUDA in this process (0 when unknown)."""
@@ -55,13 +67,15 @@ def gpu_count() -> int:
 
 
 def observe(script: Path, args: list[str], *, steps: int = 6, timeout: float = 120.0,
-            gpus: int | None = None) -> Observed:
+            gpus: int | None = None, sites: list[str] | None = None) -> Observed:
     """Run ``script`` with ``args`` for ``steps`` optimizer steps at most, ``timeout`` seconds at
-    most; ``gpus``: the count the user's own ``torch.cuda.device_count()`` calls see."""
+    most; ``gpus``: the count the user's own ``torch.cuda.device_count()`` calls see; ``sites``:
+    the ``path:line`` of the static findings, whose executions the child counts."""
     sandbox = Path(tempfile.mkdtemp(prefix="ohlora-doctor-run-"))
     events = sandbox / "events.jsonl"
     config = {"script": str(script), "args": list(args), "steps": steps, "sandbox": str(sandbox),
-              "events": str(events), "shim": gpu_count() == 0, "gpus": gpus}
+              "events": str(events), "shim": gpu_count() == 0, "gpus": gpus,
+              "sites": list(sites or [])}
     (sandbox / "config.json").write_text(json.dumps(config), encoding="utf-8")
     env = dict(os.environ, **OFFLINE)
     started = time.monotonic()
