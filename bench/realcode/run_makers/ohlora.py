@@ -224,4 +224,156 @@ def stylegan_v2(root: Path, entry: dict) -> dict:
     return {"cwd": root.parent, "args": [], "env": {"PYTHONPATH": _pythonpath(shim)}}
 
 
-MAKERS: dict = {"stylegan_v1": stylegan_v1, "stylegan_v2": stylegan_v2}
+# -- the LLM scripts -------------------------------------------------------------------------------
+
+# The unsloth test scripts were written for trl 0.15 (2025). Two of its API facts are gone in the trl
+# this project installs: ``trl.DataCollatorForCompletionOnlyLM`` (removed) and ``SFTConfig``'s bf16
+# default (False then; True now, which raises on a CPU and on the author's pre-Ampere GPUs). The
+# stand-in ``sitecustomize`` restores both once trl is imported, and nothing else.
+TRL_015 = '''
+    """Stand-in written by bench/realcode/run_makers/ohlora.py: trl 0.15's API where the scripts need it."""
+    import sys
+
+
+    def _collator(trl):
+        from transformers import DataCollatorForLanguageModeling
+
+        class DataCollatorForCompletionOnlyLM(DataCollatorForLanguageModeling):
+            """Labels only after the response template (as trl 0.15: an example without it is ignored)."""
+
+            def __init__(self, response_template, tokenizer=None, mlm=False, ignore_index=-100, **kwargs):
+                super().__init__(tokenizer=tokenizer, mlm=mlm, **kwargs)
+                self.template = list(response_template)
+                self.ignore_index = ignore_index
+
+            def torch_call(self, examples):
+                batch = super().torch_call(examples)
+                n = len(self.template)
+                for row, ids in enumerate(batch["input_ids"].tolist()):
+                    starts = [i for i in range(len(ids) - n + 1) if ids[i:i + n] == self.template]
+                    cut = starts[0] + n if starts else len(ids)
+                    batch["labels"][row, :cut] = self.ignore_index
+                return batch
+
+        trl.DataCollatorForCompletionOnlyLM = DataCollatorForCompletionOnlyLM
+
+
+    def _bf16_default(module):
+        config = module.SFTConfig
+        real_init = config.__init__
+
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("bf16", False)
+            real_init(self, *args, **kwargs)
+
+        config.__init__ = __init__
+
+
+    PATCHES = {"trl": _collator, "trl.trainer.sft_config": _bf16_default}
+
+
+    class _After:
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname not in PATCHES:
+                return None
+            import importlib.util
+
+            patch = PATCHES.pop(fullname)
+            sys.meta_path.remove(self)
+            try:
+                spec = importlib.util.find_spec(fullname)
+            finally:
+                if PATCHES:
+                    sys.meta_path.insert(0, self)
+            real_exec = spec.loader.exec_module
+
+            def exec_module(module):
+                real_exec(module)
+                patch(module)
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+
+    sys.meta_path.insert(0, _After())
+'''
+
+WORDS = ["오늘", "날씨", "어때", "좋아", "나는", "너는", "로라", "뭐해", "같이", "산책", "가자", "고마워", "응", "그래",
+         "hello", "today", "what", "do", "you", "like", "music", "coffee", "walk", "yes", "no", "thanks"]
+
+
+def llm_csv(path: Path, train: int, valid: int) -> None:
+    """``data_type, input_data, output_data, output_message, memory``: ``train`` rows then ``valid``."""
+    import random
+
+    rng = random.Random(2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["data_type,input_data,output_data,output_message,memory"]
+    for i in range(train + valid):
+        ask = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
+        answer = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
+        lines.append(f"{'train' if i < train else 'valid'},{ask},{answer},{answer},")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+TINY_GEMMA2 = """
+    import json, sys
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import Gemma2Config, Gemma2ForCausalLM, PreTrainedTokenizerFast
+
+    model_dir, tokenizer_dir, words = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    # Gemma's vocabulary size, so that the scripts' token ids (the response template) exist
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "###": 43774, "Answer": 10358, ":": 235292}
+    for word in words:
+        vocab.setdefault(word, 100 + len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    fast.save_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=256000, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=256,
+                          pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    Gemma2ForCausalLM(config).save_pretrained(model_dir)
+    fast.save_pretrained(model_dir)
+"""
+
+
+def hf_cache_snapshot(hf_home: Path, repo_id: str) -> Path:
+    """An offline Hugging Face cache entry for ``repo_id``: ``hub/models--A--B/{refs/main,snapshots/REV}``."""
+    revision = "0" * 40
+    base = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (base / "refs").mkdir(parents=True, exist_ok=True)
+    (base / "refs" / "main").write_text(revision, encoding="utf-8")
+    snapshot = base / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    return snapshot
+
+
+def llm_unsloth_test(root: Path, entry: dict) -> dict:
+    """llm/unsloth_test/test_without_unsloth.py (seed failure 3, its late variant and its fix): the
+    fine-tuning CSV (150 train and 12 valid rows: the scripts read prompt 81 on and train rows
+    120-140), a two-layer Gemma-2 with random weights in llm/models/original, the tokenizer for
+    ``unsloth/gemma-2-2b-it`` in a cache under a temporary HF_HOME; run from the project folder."""
+    import json
+
+    project = root.parent.parent
+    shim = Path(standins(project.parent, []))
+    shim.mkdir(parents=True, exist_ok=True)
+    (shim / "sitecustomize.py").write_text(textwrap.dedent(TRL_015).lstrip(), encoding="utf-8")
+    llm_csv(project / "llm" / "OhLoRA_fine_tuning.csv", 150, 12)
+    hf_home = project.parent / "_hf_home"
+    snapshot = hf_cache_snapshot(hf_home, "unsloth/gemma-2-2b-it")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(TINY_GEMMA2), str(project / "llm" / "models" /
+                           "original"), str(snapshot), json.dumps(WORDS)], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"building the tiny Gemma-2 failed: {done.stderr[-2000:]}")
+    return {"cwd": project, "args": [],
+            "env": {"PYTHONPATH": _pythonpath(str(shim)), "HF_HOME": str(hf_home),
+                    "HF_HUB_CACHE": str(hf_home / "hub"), "TOKENIZERS_PARALLELISM": "false"}}
+
+
+MAKERS: dict = {"stylegan_v1": stylegan_v1, "stylegan_v2": stylegan_v2, "llm_unsloth_test": llm_unsloth_test}
