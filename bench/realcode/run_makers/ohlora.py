@@ -289,7 +289,7 @@ TRL_015 = '''
 
             def exec_module(module):
                 real_exec(module)
-                patch(module)
+                patch(sys.modules.get(fullname, module))  # a lazy package replaces itself in sys.modules
 
             spec.loader.exec_module = exec_module
             return spec
