@@ -337,6 +337,7 @@ TINY_GEMMA2 = """
                           num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=256,
                           pad_token_id=0, eos_token_id=1, bos_token_id=2)
     Gemma2ForCausalLM(config).save_pretrained(model_dir)
+    config.save_pretrained(tokenizer_dir)  # AutoTokenizer reads the repository's config.json too
     fast.save_pretrained(model_dir)
 """
 
