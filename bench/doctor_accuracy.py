@@ -4,6 +4,7 @@ Usage:
   python bench/doctor_accuracy.py                       # the fixture corpus (tests/fixtures/doctor)
   python bench/doctor_accuracy.py --real bench/realcode/ohlora.json bench/realcode/public.json
   python bench/doctor_accuracy.py --sweep huggingface/diffusers pytorch/examples
+  python bench/doctor_accuracy.py --real bench/realcode/ohlora.json --run [--only 0 2]
 
 1. Fixtures: every run of every case, scored per check: expected findings found with the right
    status (recall), found only as a WARN where a FAIL was expected, missed, and false findings
@@ -14,6 +15,11 @@ Usage:
    search tool's ``fetch`` (a git dir under --mirrors); the entry's folder is extracted at that
    commit into a temporary folder (nothing is copied into this project), optional ``edits``
    rebuild a state the author described but never committed, and the analysis runs on it.
+   With ``--run``, each entry with a ``"run"`` key (``{"maker", "steps", "timeout", "gpus", "args"}``)
+   is prepared by its maker (bench/realcode/run_makers: synthetic data in the schema the script
+   reads, tiny models) and run under ``ohlora doctor SCRIPT --run --json``: found by the static
+   analysis, by the run (observed findings only), by both; fix states without a FAIL; crashes.
+   ``"run": {"skip": "why"}`` lists the entry as skipped with its reason (docs/doctor-realcode-run.md).
 3. Sweep (``--sweep OWNER/NAME ...``): every ``.py`` file of the repository's newest commit used as
    an entry point: crashes and files slower than 2 s are counted.
 

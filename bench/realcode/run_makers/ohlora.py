@@ -320,7 +320,7 @@ TINY_GEMMA2 = """
     import json, sys
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import Gemma2Config, Gemma2ForCausalLM, PreTrainedTokenizerFast
+    from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig, PreTrainedTokenizerFast
 
     model_dir, tokenizer_dir, words = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     # Gemma's vocabulary size, so that the scripts' token ids (the response template) exist
@@ -336,7 +336,11 @@ TINY_GEMMA2 = """
     config = Gemma2Config(vocab_size=256000, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                           num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=256,
                           pad_token_id=0, eos_token_id=1, bos_token_id=2)
-    Gemma2ForCausalLM(config).save_pretrained(model_dir)
+    model = Gemma2ForCausalLM(config)
+    # random weights never say EOS: answers of 2 new tokens keep the scripts' inference tests short
+    # (generate() lets max_new_tokens win over the script's max_length)
+    model.generation_config = GenerationConfig(max_new_tokens=2, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    model.save_pretrained(model_dir)
     config.save_pretrained(tokenizer_dir)  # AutoTokenizer reads the repository's config.json too
     fast.save_pretrained(model_dir)
 """
