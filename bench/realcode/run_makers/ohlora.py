@@ -228,8 +228,9 @@ def stylegan_v2(root: Path, entry: dict) -> dict:
 
 # The unsloth test scripts were written for trl 0.15 (2025). Two of its API facts are gone in the trl
 # this project installs: ``trl.DataCollatorForCompletionOnlyLM`` (removed) and ``SFTConfig``'s bf16
-# default (False then; True now, which raises on a CPU and on the author's pre-Ampere GPUs). The
-# stand-in ``sitecustomize`` restores both once trl is imported, and nothing else.
+# default (False then; True now, which raises on a CPU and on the author's pre-Ampere GPUs); and
+# ``report_to=None``, which transformers 5 rejects (the sandbox disables the loggers anyway: "none").
+# The stand-in ``sitecustomize`` restores these once trl is imported, and nothing else.
 TRL_015 = '''
     """Stand-in written by bench/realcode/run_makers/ohlora.py: trl 0.15's API where the scripts need it."""
     import sys
@@ -264,6 +265,8 @@ TRL_015 = '''
 
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("bf16", False)
+            if "report_to" in kwargs and kwargs["report_to"] is None:
+                kwargs["report_to"] = "none"  # transformers 4.x took None (4.x: every installed logger)
             real_init(self, *args, **kwargs)
 
         config.__init__ = __init__
