@@ -248,6 +248,8 @@ TRL_015 = '''
                 self.ignore_index = ignore_index
 
             def torch_call(self, examples):
+                # trl 0.15's examples held the token ids only; trl 1.x adds its own fields
+                examples = [{"input_ids": e["input_ids"]} for e in examples]
                 batch = super().torch_call(examples)
                 n = len(self.template)
                 for row, ids in enumerate(batch["input_ids"].tolist()):
