@@ -79,10 +79,22 @@ class Cuda:
 
     def _audit(self, event: str, args) -> None:
         if event == "os.putenv" and args and args[0] in (b"CUDA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+            if not self._written_by_user():
+                return  # a library's own save / restore (accelerate's clear_environment in Trainer())
             value = args[1].decode() if isinstance(args[1], bytes) else str(args[1])
             if not self.initialised:
                 self.visible = len([d for d in value.split(",") if d.strip()])
             self.emit("env-set", name="CUDA_VISIBLE_DEVICES", value=value, **self.user.site())
+
+    def _written_by_user(self) -> bool:
+        """Whether the code that wrote the variable (the caller of ``os.environ[...] =`` or of
+        ``os.putenv``) is the user's."""
+        import os
+
+        frame = sys._getframe(2)  # above this method and the audit hook
+        while frame is not None and frame.f_code.co_filename in (os.__file__, "<frozen os>"):
+            frame = frame.f_back
+        return frame is not None and frame.f_code.co_filename in self.user
 
     def _install_shim(self, torch) -> None:
         cuda = self
