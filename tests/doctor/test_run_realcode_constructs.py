@@ -4,7 +4,8 @@ to learn, each in a tiny script run under ``ohlora doctor SCRIPT.py --run``.
 Oh-LoRA's fix for its doubled batch was ``os.environ["CUDA_VISIBLE_DEVICES"] = "0"`` before the
 module that builds the ``SFTConfig``: with ``--gpus 2`` the simulated GPU count must follow a setting
 made before CUDA initialised (one GPU left), and must not follow a setting made after it (on a GPU
-machine it changes nothing)."""
+machine it changes nothing). And ``Trainer(...)`` itself writes the variable (accelerate's
+``clear_environment`` saves and restores it): a library's write is not the user's late setting."""
 
 import json
 import textwrap
@@ -66,4 +67,5 @@ def test_cuda_visible_devices_before_cuda_init_leaves_one_simulated_gpu(tmp_path
         assert not late_set, result.output
     else:
         assert batch and "8 with 1 GPU, 16 with 2" in batch[0]["message"], result.output
+        # the user's line only, not the Trainer(...) line where accelerate restores the variable
         assert [f["where"] for f in late_set] == ["train.py:8"], result.output
