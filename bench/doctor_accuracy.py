@@ -4,6 +4,7 @@ Usage:
   python bench/doctor_accuracy.py                       # the fixture corpus (tests/fixtures/doctor)
   python bench/doctor_accuracy.py --real bench/realcode/ohlora.json bench/realcode/public.json
   python bench/doctor_accuracy.py --sweep huggingface/diffusers pytorch/examples
+  python bench/doctor_accuracy.py --real bench/realcode/ohlora.json --run [--only 0 2]
 
 1. Fixtures: every run of every case, scored per check: expected findings found with the right
    status (recall), found only as a WARN where a FAIL was expected, missed, and false findings
@@ -14,6 +15,11 @@ Usage:
    search tool's ``fetch`` (a git dir under --mirrors); the entry's folder is extracted at that
    commit into a temporary folder (nothing is copied into this project), optional ``edits``
    rebuild a state the author described but never committed, and the analysis runs on it.
+   With ``--run``, each entry with a ``"run"`` key (``{"maker", "steps", "timeout", "gpus", "args"}``)
+   is prepared by its maker (bench/realcode/run_makers: synthetic data in the schema the script
+   reads, tiny models) and run under ``ohlora doctor SCRIPT --run --json``: found by the static
+   analysis, by the run (observed findings only), by both; fix states without a FAIL; crashes.
+   ``"run": {"skip": "why"}`` lists the entry as skipped with its reason (docs/doctor-realcode-run.md).
 3. Sweep (``--sweep OWNER/NAME ...``): every ``.py`` file of the repository's newest commit used as
    an entry point: crashes and files slower than 2 s are counted.
 
@@ -191,6 +197,24 @@ def verdict(entry: dict, findings: list, error: str | None) -> tuple[str, list, 
     return text, extra, justified
 
 
+def prepare(gitdir: Path, entry: dict, work: Path) -> Path:
+    """The entry's folder at its commit (plus ``extra`` folders), edits applied: its root."""
+    extract(gitdir, entry["commit"], [entry["root"], *entry.get("extra", [])], work)
+    root = work / entry["root"]
+    apply_edits(root, entry.get("edits", []))
+    return root
+
+
+def static_analysis(entry: dict, work: Path, root: Path):
+    """The static analysis as the CLI runs it from the entry folder: (findings, error, seconds)."""
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        return timed_analysis(Path(os.path.relpath(work / entry["path"], root)), entry.get("gpus"))
+    finally:
+        os.chdir(cwd)
+
+
 def real_code(manifests: list[Path], mirrors: Path) -> dict:
     rows = []
     for manifest in manifests:
@@ -201,16 +225,8 @@ def real_code(manifests: list[Path], mirrors: Path) -> dict:
                 continue
             work = Path(tempfile.mkdtemp(prefix="doctor-real-"))
             try:
-                extract(gitdir, entry["commit"], [entry["root"], *entry.get("extra", [])], work)
-                root = work / entry["root"]
-                apply_edits(root, entry.get("edits", []))
-                cwd = os.getcwd()
-                os.chdir(root)
-                try:
-                    script = Path(os.path.relpath(work / entry["path"], root))
-                    findings, error, seconds = timed_analysis(script, entry.get("gpus"))
-                finally:
-                    os.chdir(cwd)
+                root = prepare(gitdir, entry, work)
+                findings, error, seconds = static_analysis(entry, work, root)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             text, extra, justified = verdict(entry, findings, error)
@@ -261,6 +277,154 @@ def print_real(result: dict) -> None:
           f"FAIL ({t['false_fail_findings']} findings), {t['acceptable_warn_findings']} WARN findings on lines the "
           f"manifest calls acceptable, {t['other_warn_findings']} other WARN findings, "
           f"{t['crashes']} crashes, slowest {t['slowest_s']:.2f} s")
+
+
+# -- real code, observed (--run) ---------------------------------------------------------------
+
+class RunFinding:
+    """A finding of ``ohlora doctor --run --json`` with ``where`` made relative to the entry folder,
+    shaped for ``verdict`` (``check``, ``status.value``, ``where``, ``message``)."""
+
+    class _Status:
+        def __init__(self, value: str):
+            self.value = value
+
+    def __init__(self, data: dict, cwd: Path, root: Path):
+        self.check, self.message = data["check"], data.get("message", "")
+        self.status = self._Status(data["status"])
+        self.where = data.get("where")
+        if self.where and ":" in self.where:
+            path, _, line = self.where.rpartition(":")
+            full = Path(path) if os.path.isabs(path) else cwd / path
+            try:
+                self.where = f"{os.path.relpath(os.path.realpath(full), os.path.realpath(root))}:{line}"
+            except ValueError:
+                pass
+
+    @property
+    def observed(self) -> bool:
+        return self.message.startswith("observed") or self.check.startswith("observed-")
+
+
+def observed_run(entry: dict, work: Path, root: Path) -> dict:
+    """Prepare the entry with its maker, run ``ohlora doctor SCRIPT --run --json`` on it in a
+    subprocess (the maker's cwd and env), and parse the report."""
+    sys.path.insert(0, str(HERE / "realcode"))
+    try:
+        from run_makers import MAKERS
+    finally:
+        sys.path.pop(0)
+    spec = entry["run"]
+    made = MAKERS[spec["maker"]](root, entry) or {}
+    cwd = Path(made.get("cwd") or root)
+    env = {**os.environ, **{k: str(v) for k, v in made.get("env", {}).items()}}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parent), env.get("PYTHONPATH", "")) if p)
+    command = [sys.executable, "-m", "ohlora_cli", "doctor", str(work / entry["path"]), "--run", "--json",
+               "--steps", str(spec.get("steps", 3)), "--timeout", str(spec.get("timeout", 300))]
+    if spec.get("gpus"):
+        command += ["--gpus", str(spec["gpus"])]
+    command += ["--", *[str(a) for a in [*spec.get("args", []), *made.get("args", [])]]]
+    # the parent waits for the run and, with --gpus N, for the second run with 1 GPU
+    limit = spec.get("timeout", 300) * (2 if spec.get("gpus") else 1) + 300
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no report within {limit} s", "findings": [], "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    try:
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return {"error": f"no JSON report (exit {done.returncode}): {' | '.join(tail)}", "findings": [],
+                "seconds": seconds}
+    findings = [RunFinding(f, cwd, root) for f in report.get("findings", [])]
+    return {"error": None, "findings": findings, "run": report.get("run", {}), "seconds": seconds}
+
+
+def _fix_state(entry: dict) -> bool:
+    return not entry["expected"] and entry.get("label", "").startswith("fixed")
+
+
+def real_run(manifests: list[Path], mirrors: Path, only: set[int] | None = None) -> dict:
+    """Every entry with a ``run`` key: the static verdict and the observed run's verdict."""
+    rows = []
+    for manifest in manifests:
+        for index, entry in enumerate(json.loads(manifest.read_text())):
+            if only is not None and index not in only:
+                continue
+            row = {**_row(entry), "manifest": manifest.name, "index": index}
+            spec = entry.get("run")
+            if spec is None or "skip" in spec:
+                rows.append({**row, "skipped": (spec or {}).get("skip", "no run key")})
+                continue
+            gitdir = git_dir(mirrors, entry["repo"])
+            if not gitdir.exists():
+                rows.append({**row, "skipped": "not fetched"})
+                continue
+            work = Path(tempfile.mkdtemp(prefix="doctor-realrun-"))
+            try:
+                root = prepare(gitdir, entry, work)
+                findings, error, _ = static_analysis(entry, work, root)
+                static_text, _, _ = verdict(entry, findings, error)
+                got = observed_run(entry, work, root)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            observed = [f for f in got["findings"] if f.observed]
+            # the observed verdict: only what the run saw (a crash that is the dtype failure is attached to it)
+            crash = next((f for f in observed if f.check == "observed-run" and f.status.value == "fail"), None)
+            judged = [f for f in observed if not f.check.startswith("observed-")]
+            run_text, _, _ = verdict(entry, judged, got["error"])
+            if crash is not None and got["error"] is None:
+                run_text += " + crash"
+            elif got["error"] is None and got.get("run", {}).get("timed_out"):
+                run_text += " + time limit"
+            rows.append({**row, "static": static_text, "run": run_text,
+                         "both": static_text.startswith("caught") and run_text.startswith("caught"),
+                         "fix_clean": (not any(f.status.value == "fail" for f in observed)
+                                       and got["error"] is None) if _fix_state(entry) else None,
+                         "crash": (f"{crash.where}: {crash.message[:300]}" if crash else got["error"]),
+                         "steps": got.get("run", {}).get("steps"), "seconds": round(got["seconds"], 1),
+                         "observed": [f"{f.check}:{f.status.value}@{f.where}" for f in observed
+                                      if f.status.value != "pass"],
+                         "messages": [f"{f.check}@{f.where}: {f.message}" for f in observed
+                                      if f.status.value in ("fail", "warn")]})
+    return {"rows": rows, "totals": _run_totals(rows)}
+
+
+def _run_totals(rows: list) -> dict:
+    ran = [r for r in rows if "skipped" not in r]
+    bugs = [r for r in ran if r["expected"] != ["clean"]]
+    fixes = [r for r in ran if r["fix_clean"] is not None]
+    return {
+        "entries": len(rows), "ran": len(ran), "skipped": len(rows) - len(ran), "bugs": len(bugs),
+        "found_static": sum(r["static"].startswith("caught") for r in bugs),
+        "found_run": sum(r["run"].startswith("caught") for r in bugs),
+        "found_both": sum(r["both"] for r in bugs),
+        "fixes": len(fixes), "fixes_clean": sum(bool(r["fix_clean"]) for r in fixes),
+        "crashes": sum(r["crash"] is not None for r in ran),
+        "slowest_s": max((r["seconds"] for r in ran), default=0),
+    }
+
+
+def print_run(result: dict) -> None:
+    print("| # | path | commit | label | expected | static | --run | both | fix clean | steps | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in result["rows"]:
+        head = f"| {r['index']} | {r['path']} | {r['commit']} | {r['label']} | {'; '.join(r['expected'])} |"
+        if "skipped" in r:
+            print(f"{head} skipped: {r['skipped']} | | | | | |")
+            continue
+        fix = "" if r["fix_clean"] is None else "yes" if r["fix_clean"] else "no"
+        print(f"{head} {r['static']} | {r['run']} | {'yes' if r['both'] else ''} | {fix} | {r['steps']} | "
+              f"{r['seconds']} |")
+    for r in result["rows"]:
+        for line in r.get("messages", []) + ([f"crash: {r['crash']}"] if r.get("crash") else []):
+            print(f"    [{r['index']}] {line[:600]}")
+    t = result["totals"]
+    print(f"\n{t['ran']} of {t['entries']} entries run ({t['skipped']} skipped): of {t['bugs']} failures "
+          f"{t['found_static']} found by the static analysis, {t['found_run']} by --run, {t['found_both']} by both; "
+          f"{t['fixes_clean']}/{t['fixes']} fix states clean; {t['crashes']} crashes; slowest {t['slowest_s']:.0f} s")
 
 
 # -- sweep -------------------------------------------------------------------------------------
@@ -318,9 +482,15 @@ def main() -> None:
     parser.add_argument("--sweep", nargs="+", help="OWNER/NAME repositories to sweep")
     parser.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"), help="where fetch put the git dirs")
     parser.add_argument("--details", type=Path, help="write every row and finding to this JSON file")
+    parser.add_argument("--run", action="store_true",
+                        help="with --real: run each entry that has a \"run\" key under `ohlora doctor --run`")
+    parser.add_argument("--only", type=int, nargs="+", help="with --run: only these entry indices")
     args = parser.parse_args()
     out: dict = {}
-    if args.real:
+    if args.real and args.run:
+        out["real_run"] = real_run(args.real, args.mirrors, set(args.only) if args.only else None)
+        print_run(out["real_run"])
+    elif args.real:
         out["real"] = real_code(args.real, args.mirrors)
         print_real(out["real"])
     if args.sweep:
@@ -333,6 +503,7 @@ def main() -> None:
         args.details.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
     summary = {"fixtures": out.get("fixtures", {}).get("per_check"),
                "real": out.get("real", {}).get("totals"),
+               "real_run": out.get("real_run", {}).get("totals"),
                "sweep": {k: {"files": v["files"], "crashes": len(v["crashes"]), "slow": len(v["slow"]),
                              "max_s": v["max_s"]} for k, v in out.get("sweep", {}).items()} or None}
     print(json.dumps({"bench": "doctor_accuracy", **{k: v for k, v in summary.items() if v is not None}}))

@@ -31,8 +31,19 @@ class Cuda:
         self.shim = shim
         self.gpus = gpus  # --gpus N: the user's own device_count() calls see N; libraries the truth
         self.seen: set = set()
+        self.initialised = False  # a query that initialises CUDA (or a CUDA use) has happened
+        self.visible: int | None = None  # GPUs named by a CUDA_VISIBLE_DEVICES set before that
+
+    def simulated(self) -> int | None:
+        """The simulated count as the script sees it: --gpus N, cut to what a CUDA_VISIBLE_DEVICES
+        written before CUDA initialised leaves visible (a later one changes nothing on a GPU machine)."""
+        if self.gpus is None or self.visible is None:
+            return self.gpus
+        return min(self.gpus, self.visible)
 
     def record(self, name: str, effect: str) -> None:
+        if effect in ("init", "use"):
+            self.initialised = True
         site = self.user.site()
         key = (name, site["where"], site["via"])
         if key in self.seen:
@@ -60,16 +71,30 @@ class Cuda:
             if name == "device_count" and cuda.gpus is not None:
                 caller = sys._getframe(1)
                 if caller.f_code.co_filename in cuda.user:
-                    cuda.emit("gpu-count", gpus=cuda.gpus, **cuda.user.site())
-                    return cuda.gpus
+                    cuda.emit("gpu-count", gpus=cuda.simulated(), **cuda.user.site())
+                    return cuda.simulated()
             return real(*args, **kwargs)
 
         return call
 
     def _audit(self, event: str, args) -> None:
         if event == "os.putenv" and args and args[0] in (b"CUDA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):
+            if not self._written_by_user():
+                return  # a library's own save / restore (accelerate's clear_environment in Trainer())
             value = args[1].decode() if isinstance(args[1], bytes) else str(args[1])
+            if not self.initialised:
+                self.visible = len([d for d in value.split(",") if d.strip()])
             self.emit("env-set", name="CUDA_VISIBLE_DEVICES", value=value, **self.user.site())
+
+    def _written_by_user(self) -> bool:
+        """Whether the code that wrote the variable (the caller of ``os.environ[...] =`` or of
+        ``os.putenv``) is the user's."""
+        import os
+
+        frame = sys._getframe(2)  # above this method and the audit hook
+        while frame is not None and frame.f_code.co_filename in (os.__file__, "<frozen os>"):
+            frame = frame.f_back
+        return frame is not None and frame.f_code.co_filename in self.user
 
     def _install_shim(self, torch) -> None:
         cuda = self
@@ -133,7 +158,7 @@ def simulate_trainer_gpus(cuda: Cuda) -> None:
 
         def n_gpu(self):
             real_n_gpu.fget(self)  # the device set-up it runs
-            return cuda.gpus
+            return cuda.simulated()
 
         args_class.n_gpu = property(n_gpu)
 
