@@ -489,14 +489,19 @@ def run_runner(folder: Path, script: str, steps: int, timeout: float) -> dict:
 # -- plain verdicts ----------------------------------------------------------------------------
 
 def plain_verdict(runner: dict, plain: dict) -> dict:
-    """Per check: what plain execution showed ('fail', 'warn', 'none', 'undecided', 'n/a')."""
+    """Per check: what plain execution showed ('fail', 'none', 'undecided', 'n/a').
+
+    dtype-mismatch: 'fail' is a dtype RuntimeError; grad-inference: 'fail' is growth over the K steps.
+    A WARN is never decided by plain execution: a promotion that does not crash looks like a float64
+    model, and a graph built and thrown away leaves nothing to count."""
     crash = runner.get("crash") or plain.get("crash")
     dtype_crash = bool(crash and crash["type"] == "RuntimeError" and DTYPE_ERROR.search(crash["message"] or ""))
     out = {}
     if dtype_crash:
         out["dtype-mismatch"] = "fail"
     elif any(runner.get("float64_nodes", [])):
-        out["dtype-mismatch"] = "warn"  # float64 compute in the graph, no crash: silent promotion
+        # float64 in the graph and no crash: a silent promotion or a float64 model, plain cannot tell
+        out["dtype-mismatch"] = "undecided"
     elif runner.get("steps", 0) == 0 and crash:
         out["dtype-mismatch"] = "undecided"  # crashed before the first step on something else
     else:
@@ -640,7 +645,8 @@ def rows(results: dict) -> list[dict]:
 
 
 def agreement(rows_: list[dict]) -> dict:
-    """Per check: how often expected / static / --run (observed) say the same as plain execution.
+    """Per check: how often expected / static / --run (observed) say the same as plain execution:
+    FAIL where plain execution showed the failure, no FAIL (WARN or nothing) where it did not.
 
     Only checks plain execution decides (dtype-mismatch, grad-inference) and rows where it decided."""
     totals: dict = {}
@@ -661,7 +667,7 @@ def agreement(rows_: list[dict]) -> dict:
                 if not verdict or "error" in verdict:
                     t[f"{side}_disagree"] += 1
                     continue
-                same = verdict[check]["status"] == truth
+                same = (verdict[check]["status"] == "fail") == (truth == "fail")  # plain decides no WARN
                 t[f"{side}_agree" if same else f"{side}_disagree"] += 1
         totals[check] = t
     return totals
@@ -677,9 +683,10 @@ def disagreements(rows_: list[dict]) -> list[str]:
                 v = r[side]
                 sides[side] = "?" if not v or "error" in v else v[check]["status"]
             truth = r["plain"][check] if r["plain"] else "?"
-            decided = truth in ("fail", "warn", "none")
-            values = set(sides.values()) | ({truth} if decided else set())
-            if len(values) > 1:
+            decided = truth in ("fail", "none")
+            differ = len(set(sides.values())) > 1 or (
+                decided and any((v == "fail") != (truth == "fail") for v in sides.values()))
+            if differ:
                 out.append(f"{label} {check}: expected {sides['expected']}, static {sides['static']}, "
                            f"--run {sides['observed']}, plain {truth}")
     return out
@@ -717,7 +724,7 @@ def print_table(results: dict) -> dict:
         print(f"| {check} | {t['decided']} | {t['undecided']} | {t['expected_agree']} | {t['static_agree']} | "
               f"{t['observed_agree']} |")
     print()
-    print("Disagreements (any of expected, static, --run, plain differ):")
+    print("Disagreements (expected, static and --run differ, or one says FAIL where plain showed none or not):")
     for line in disagreements(rs):
         print(f"- {line}")
     return totals
