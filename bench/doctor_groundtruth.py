@@ -145,7 +145,7 @@ def _crash(exc: BaseException, case: str) -> dict:
     import traceback
 
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if os.path.realpath(f.filename).startswith(case + os.sep)]
+              if os.path.isfile(f.filename) and os.path.realpath(f.filename).startswith(case + os.sep)]
     user = frames[-1] if frames else None
     return {"type": type(exc).__name__, "message": str(exc)[:300],
             "where": f"{os.path.relpath(os.path.realpath(user.filename), case)}:{user.lineno}" if user else None,
