@@ -276,7 +276,12 @@ def _labels_npy(d: Path) -> None:
     np.save(d / "labels.npy", _rng().random((32, 7)).astype("float32"))
 
 
+def _samples_folder(d: Path) -> None:
+    (d / "samples").mkdir()  # the script saves into it and never makes it: a folder the project has
+
+
 DATA = {
+    "genforce_dynamic_layers_sampling": _samples_folder,
     "seed1_python_floats": _seed1, "seed1_float_fix": _seed1, "seed1_double_fix": _seed1,
     "seed2_sample_every_50": _seed2, "seed2_no_grad_fix": _seed2, "seed2_eval_only": _seed2,
     "seed3_config_module": _seed3, "seed3_config_module_fixed": _seed3,
