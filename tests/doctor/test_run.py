@@ -3,22 +3,16 @@ under the instruments; the findings (check, status, file:line) and the user's fi
 asserted. Nothing is mocked: each test pays one child process (torch import and a few steps)."""
 
 import json
-import textwrap
 
 import pytest
 from bounds import HANG_S
+from scripts import write
 from snapshots import difference, snapshot
 from typer.testing import CliRunner
 
 from ohlora_cli.cli import app
 
 runner = CliRunner()
-
-
-def write(folder, name, text):
-    path = folder / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
 
 
 def lines(path, marker):
@@ -37,14 +31,6 @@ def found(data, check, status):
     """The observed run's findings of ``check`` with ``status`` (not the static analysis')."""
     return [f for f in data["findings"] if f["check"] == check and f["status"] == status
             and (f["check"].startswith("observed-") or f["message"].startswith("observed"))]
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    folder = tmp_path / "proj"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    return folder
 
 
 # --- grad-inference, the sandbox and the CUDA shim, in one run -------------------------------------

@@ -7,21 +7,15 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from bounds import HANG_S
+from scripts import write
 from typer.testing import CliRunner
 
 from ohlora_cli.cli import app
 
 runner = CliRunner()
-
-
-def write(folder, name, text):
-    path = folder / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return path
 
 
 def line(path, marker):
@@ -42,14 +36,6 @@ def observed(data, check):
 
 def chain(finding):
     return [(step["where"], step["role"]) for step in finding["evidence"]]
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    folder = tmp_path / "proj"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    return folder
 
 
 # --- evidence on observed findings, and the static sites the run never reached -----------------------
