@@ -5,6 +5,7 @@ Usage:
   python bench/doctor_groundtruth.py --save gt.json           # ... and keep the raw results
   python bench/doctor_groundtruth.py --from gt.json           # the table from saved results, nothing rerun
   python bench/doctor_groundtruth.py --from gt.json rerun.json   # merged: a case in rerun.json replaces gt.json's
+  python bench/doctor_groundtruth.py --from gt.json --explain docs/doctor-groundtruth.md   # causes per disagreement
   python bench/doctor_groundtruth.py --cases seed1_python_floats grad_losses_append --steps 6
   python bench/doctor_groundtruth.py --runner K OUT.json SCRIPT [ARGS...]   # (internal) the plain runner
 
@@ -25,6 +26,8 @@ two-layer GPT-NeoX with a word-level tokenizer where a script loads ``./polyglot
     growth = a node count that never falls and rises at least 3 times over the boundaries from the
     2nd on; it stops after K steps; a crash keeps its type and innermost user frame; the first
     dimension of the first tensor of each top-level module call before the first step is the batch.
+    A script whose device is hard-wired to "cuda" (``PLAIN_ON_CPU``) runs plainly from a copy where
+    that literal says "cpu" (same line numbers); static and --run see the script as it is.
 
 What plain execution on a CPU cannot show: a second GPU (``multi-gpu-batch``) and CUDA's
 initialisation order (``cuda-visible-devices-late``): those columns say "not observable on CPU".
@@ -795,7 +798,44 @@ def run_end(doc: dict | None) -> str:
     return "; ".join(parts)
 
 
-def print_table(results: dict) -> dict:
+EXPLAINED = re.compile(r"^- (\S+) \(gpus (\S+)\) (\S+): (expected \S+, static \S+, --run \S+, plain \S+) (?:--|\u2014) (.+)$")
+
+
+def explanations(path: Path) -> dict:
+    """The doc's one-line causes: ``- CASE (gpus G) CHECK: expected E, static S, --run R, plain P -- CAUSE``
+    (the bench's own disagreement line, then the cause), keyed by (case, gpus, check)."""
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = EXPLAINED.match(line.strip())
+        if m:
+            out[(m.group(1), m.group(2), m.group(3))] = (m.group(4), m.group(5))
+    return out
+
+
+def explain(lines: list[str], causes: dict, cases_: set[str]) -> tuple[list[str], dict]:
+    """Each disagreement with its cause from the doc, or UNEXPLAINED; a cause written for other
+    verdicts is said so (the doc is stale there); causes for rows that no longer disagree are listed."""
+    out, seen, counts = [], set(), {"disagreements": len(lines), "explained": 0, "unexplained": 0, "stale": 0}
+    for line in lines:
+        m = EXPLAINED.match(f"- {line} -- x")
+        key = (m.group(1), m.group(2), m.group(3))
+        seen.add(key)
+        if key not in causes:
+            counts["unexplained"] += 1
+            out.append(f"{line} -- UNEXPLAINED")
+        elif causes[key][0] != m.group(4):
+            counts["stale"] += 1
+            out.append(f"{line} -- STALE (the doc explains {causes[key][0]}): {causes[key][1]}")
+        else:
+            counts["explained"] += 1
+            out.append(f"{line} -- {causes[key][1]}")
+    gone = sorted(k for k in causes if k not in seen and k[0] in cases_)
+    counts["no_longer_disagree"] = len(gone)
+    out += [f"(the doc explains {c} (gpus {g}) {check}, which no longer disagrees)" for c, g, check in gone]
+    return out, counts
+
+
+def print_table(results: dict, causes: dict | None = None) -> dict:
     rs = rows(results)
     meta = results["meta"]
     print(f"Ground truth: {len(results['cases'])} cases, {len(rs)} runs, K={meta['steps']} steps, "
@@ -828,7 +868,10 @@ def print_table(results: dict) -> dict:
               f"{t['observed_agree']} |")
     print()
     print("Disagreements (expected, static and --run differ, or one says FAIL where plain showed none or not):")
-    for line in disagreements(rs):
+    lines = disagreements(rs)
+    if causes is not None:
+        lines, totals["explained"] = explain(lines, causes, set(results["cases"]))
+    for line in lines:
         print(f"- {line}")
     return totals
 
@@ -847,12 +890,16 @@ def main() -> None:
     parser.add_argument("--from", dest="from_", type=Path, nargs="+",
                         help="print the table from saved results; several files are merged, a case in a "
                              "later file replacing the same case in an earlier one (a full run, then reruns)")
+    parser.add_argument("--explain", type=Path, metavar="DOC",
+                        help="give each disagreement its one-line cause from DOC (lines '- <the disagreement "
+                             "line> -- <cause>'), flag those without one (UNEXPLAINED) or written for other "
+                             "verdicts (STALE)")
     args = parser.parse_args()
     if args.from_:
         results = load(args.from_)
     else:
         results = collect(args.cases, args.steps, args.timeout, args.plain_timeout, args.workers, args.save)
-    totals = print_table(results)
+    totals = print_table(results, explanations(args.explain) if args.explain else None)
     meta = results["meta"]
     print(json.dumps({"bench": "doctor_groundtruth", "cases": len(results["cases"]),
                       "runs": sum(len(e["runs"]) for e in results["cases"].values()),

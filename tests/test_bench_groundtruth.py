@@ -211,3 +211,29 @@ def test_star_import_sampling_gets_its_samples_folder(tmp_path):
     shutil.copytree(ROOT / "tests" / "fixtures" / "doctor" / "star_import_sampling", folder)
     _bench().make_data("star_import_sampling", folder, tmp_path / "cache")
     assert (folder / "samples").is_dir()
+
+
+def test_explain_gives_each_disagreement_its_cause_from_the_doc(tmp_path):
+    clean, fail = _verdict(), _verdict(grad_inference=("fail", ["train.py:9"]))
+    cases = {"missed": _entry(6, clean, grows=True), "stale": _entry(6, clean, grows=True),
+             "bare": _entry(6, clean, grows=True), "agrees": _entry(6, fail, grows=True)}
+    saved = tmp_path / "gt.json"
+    saved.write_text(json.dumps(_results("10:07", cases)), encoding="utf-8")
+    doc = tmp_path / "doc.md"
+    doc.write_text("\n".join([
+        "- missed (gpus None) grad-inference: expected fail, static fail, --run none, plain fail \u2014 the census skips it",
+        "- stale (gpus None) grad-inference: expected none, static none, --run none, plain fail -- w_avg grows",
+        "- agrees (gpus None) grad-inference: expected fail, static fail, --run none, plain fail -- fixed since",
+        "- elsewhere (gpus None) grad-inference: expected fail, static fail, --run none, plain fail -- not in these results",
+    ]) + "\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "doctor_groundtruth.py"), "--from", str(saved),
+                           "--explain", str(doc)], cwd=ROOT, capture_output=True, text=True, timeout=HANG_S)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = {line.split(" ")[1]: line for line in proc.stdout.splitlines() if line.startswith("- ")}
+    assert lines["missed"].endswith("plain fail -- the census skips it")
+    assert "-- STALE (the doc explains expected none, static none, --run none, plain fail): w_avg grows" in lines["stale"]
+    assert lines["bare"].endswith("-- UNEXPLAINED")
+    assert "agrees (gpus None) grad-inference, which no longer disagrees" in proc.stdout
+    assert "elsewhere" not in proc.stdout  # a case these results do not hold is not judged
+    totals = json.loads(proc.stdout.strip().splitlines()[-1])["agreement"]["explained"]
+    assert totals == {"disagreements": 3, "explained": 1, "unexplained": 1, "stale": 1, "no_longer_disagree": 1}
