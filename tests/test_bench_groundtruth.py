@@ -93,6 +93,9 @@ def test_clean_script_is_clean_everywhere(results):
         assert run["static"][check]["status"] == "none"
         assert run["doctor"]["observed"][check]["status"] == "none"
         assert verdict[check] == "none"
+    # the run's own lists, kept for the "--run end" column: nothing static to miss or to demote here
+    assert run["doctor"]["run"]["unreached"] == [] and run["doctor"]["run"]["demoted"] == []
+    assert _bench().run_end(run["doctor"]) == f"{run['doctor']['run']['steps']} steps"
 
 
 def test_from_prints_the_table_without_rerunning(results, tmp_path):
