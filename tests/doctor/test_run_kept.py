@@ -91,6 +91,37 @@ def test_a_preview_rebuilt_every_step_is_a_warn_that_never_says_nothing_survived
     assert "nothing" not in warn["message"].lower(), warn
 
 
+# A GAN whose discriminator steps first, twice per generator step, on one batch of fakes: the
+# generator's graph is alive (and unused) across the discriminator's boundaries, then backpropagated.
+CRITIC = """
+    import torch
+    from torch import nn
+
+    G = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16))
+    D = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+    opt_d = torch.optim.SGD(D.parameters(), lr=1e-3)
+    opt_g = torch.optim.SGD(G.parameters(), lr=1e-3)
+    for it in range(100):
+        fake = G(torch.randn(16, 8))  # FAKE
+        for _ in range(2):
+            d_loss = D(fake.detach()).mean() - D(torch.randn(16, 16)).mean()
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+        g_loss = -D(fake).mean()
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+"""
+
+
+def test_a_generator_graph_waiting_for_its_backward_across_the_critic_steps_is_not_kept(project):
+    write(project, "train.py", CRITIC)
+    result, data = observe("--steps", "6")
+    assert data["run"]["steps"] == 6, result.output
+    assert not observed(data, "grad-inference", "fail"), result.output
+
+
 # --- setup: a probe forward in a constructor ---------------------------------------------------------
 
 PROBE = """
