@@ -155,13 +155,14 @@ class Graphs:
             if count:
                 nodes[site] = nodes.get(site, 0) + count
                 root_site[id(root)] = site
-        saved = self._saved_bytes(k)
+        saved, held = self._saved_bytes(k)
         holders = self._holders(root_site) if root_site else {}
         report = {}
-        for site in set(nodes) | set(saved) | {s for s in self.series}:
+        for site in set(nodes) | set(saved) | set(held) | {s for s in self.series}:
             entry = (k, nodes.get(site, 0), saved.get(site, 0))
             self.series.setdefault(site, []).append(entry)
-            report[self._place(site)] = {"nodes": entry[1], "bytes": entry[2], "holders": holders.get(site, [])}
+            report[self._place(site)] = {"nodes": entry[1], "bytes": entry[2], "held": held.get(site, 0),
+                                         "holders": holders.get(site, [])}
         calls = {self._place(s): dict(v) for s, v in self.calls.items()}
         self.emit("census", step=k, sites=report, calls=calls, code=self._codes(), examples=self.examples)
         self.examples = 0
@@ -183,20 +184,27 @@ class Graphs:
                     stack.append(child)
         return survivors
 
-    def _saved_bytes(self, k: int) -> dict:
-        """Bytes saved for backward before the previous boundary, never used, still alive."""
-        seen_storage: set = set()
+    def _saved_bytes(self, k: int) -> tuple[dict, dict]:
+        """Per site, bytes saved for backward, never used, still alive: those saved before the
+        previous boundary (they survived it), and all of them (``held``: a backward frees what it
+        saved, so what is alive and unused at a boundary belongs to a graph no backward has run)."""
+        seen_old: set = set()
+        seen_held: set = set()
         out: dict = {}
+        held: dict = {}
         for saved in list(self.ledger):
-            if saved.used or saved.step >= k - 1:
+            if saved.used:
                 continue
             storage = saved.tensor.untyped_storage()
             key = storage.data_ptr()
-            if key in seen_storage:
+            if key not in seen_held:
+                seen_held.add(key)
+                held[saved.site] = held.get(saved.site, 0) + storage.nbytes()
+            if saved.step >= k - 1 or key in seen_old:
                 continue
-            seen_storage.add(key)
+            seen_old.add(key)
             out[saved.site] = out.get(saved.site, 0) + storage.nbytes()
-        return out
+        return out, held
 
     def _holders(self, root_site: dict) -> dict:
         """Names in the user's frames and the script's globals whose tensors are graph roots."""
