@@ -58,6 +58,12 @@ def _birth_text(birth: dict | None) -> str:
     return text
 
 
+def _op_text(meet) -> str:
+    """``cross_entropy`` and, when the float64 tensor was passed by keyword, which one."""
+    keyword = meet.get("keyword")
+    return f"`{meet.get('op')}`" + (f" (the float64 tensor passed as `{keyword}=`)" if keyword else "")
+
+
 def _dtype_evidence(birth: dict | None, meet) -> list[Step]:
     """Born (the user's line, what made it), the library frame and the Dataset it came through,
     then where it met the float32 tensor (the parameter named when there is one)."""
@@ -70,7 +76,7 @@ def _dtype_evidence(birth: dict | None, meet) -> list[Step]:
         if dataset:
             steps.append(Step(dataset.group(2), Role.PASSES, f"`{dataset.group(1)}` returns it"))
     error = f"; the op raised {meet.get('error')}" if meet.get("error") else "; float64 out"
-    steps += _step(meet.where, Role.MEETS, f"`{meet.get('op')}` with float32 {meet.get('other')}{error}"[:300])
+    steps += _step(meet.where, Role.MEETS, f"{_op_text(meet)} with float32 {meet.get('other')}{error}"[:300])
     return steps
 
 
@@ -79,7 +85,7 @@ def dtype_findings(obs: Observed) -> list[Finding]:
     out = []
     for meet in obs.of("meets"):
         birth = births.get(meet.get("born"))
-        chain = (f"{_birth_text(birth)} meets float32 {meet.get('other')} in `{meet.get('op')}` at "
+        chain = (f"{_birth_text(birth)} meets float32 {meet.get('other')} in {_op_text(meet)} at "
                  f"{_at(meet)}")
         born_at = (birth or {}).get("where") or meet.where
         hint = (f"Cast to float32 where it is born ({born_at}): `.float()`, `dtype=torch.float32` or "
@@ -224,12 +230,18 @@ def grad_findings(obs: Observed) -> list[Finding]:
         message += ". Memory grows with every step."
         if holders:
             message += f" Held by {', '.join(holders[:3])}."
+        buffers = [h for h in holders if h.startswith("buffer ")]
+        hint = "Run it under `with torch.no_grad():` or keep `.detach()` / `.item()` of it."
+        if buffers:
+            message += (f" The {', '.join(buffers[:3])} of a module is updated in place with autograd on: each "
+                        "update chains the graph of the previous ones.")
+            hint = ("Update the buffer under `with torch.no_grad():`, or copy `.detach()` of the new value into "
+                    "it.")
         evidence = [Step(where, Role.BORN, f"`{codes[where]}` builds the graphs" if codes.get(where) else ""),
                     *_kept_by(where, holders),
                     Step(where, Role.OBSERVED, f"{nodes[0]} -> {nodes[-1]} autograd nodes alive at steps "
                                                f"{points[0][0]}..{points[-1][0]}")]
-        out.append(Finding("grad-inference", Status.FAIL, message, where=where, evidence=evidence,
-                           hint="Run it under `with torch.no_grad():` or keep `.detach()` / `.item()` of it."))
+        out.append(Finding("grad-inference", Status.FAIL, message, where=where, evidence=evidence, hint=hint))
     kept = _kept_findings(censuses, series, growing, codes)
     out += kept
     return out + _waste_findings(censuses, series, growing | {f.where for f in kept}, codes)

@@ -151,7 +151,8 @@ class Graphs:
         roots.sort(key=lambda t: "ohlora_site" not in t.grad_fn.metadata)
         for root in roots:
             site = root.grad_fn.metadata.get("ohlora_site")
-            count = self._walk(root.grad_fn, k, seen, keep)
+            count, reached = self._walk(root.grad_fn, k, seen, keep)
+            site = site or reached  # an untagged root (built by library code): the user line it reaches
             if count:
                 nodes[site] = nodes.get(site, 0) + count
                 root_site[id(root)] = site
@@ -167,11 +168,15 @@ class Graphs:
         self.emit("census", step=k, sites=report, calls=calls, code=self._codes(), examples=self.examples)
         self.examples = 0
 
-    def _walk(self, start, k, seen, keep) -> int:
-        survivors = 0
+    def _walk(self, start, k, seen, keep) -> tuple[int, tuple | None]:
+        """The nodes from ``start`` not walked before that survived an earlier boundary, and the
+        site of the first tagged node met (walked before or not)."""
+        survivors, site = 0, None
         stack = [start]
         while stack and len(seen) < _NODE_LIMIT:
             node = stack.pop()
+            if site is None:
+                site = node.metadata.get("ohlora_site")
             if id(node) in seen:
                 continue
             seen.add(id(node))
@@ -182,7 +187,7 @@ class Graphs:
             for child, _ in node.next_functions:
                 if child is not None and type(child).__name__ != "AccumulateGrad":
                     stack.append(child)
-        return survivors
+        return survivors, site
 
     def _saved_bytes(self, k: int) -> tuple[dict, dict]:
         """Per site, bytes saved for backward, never used, still alive: those saved before the
@@ -223,8 +228,11 @@ class Graphs:
                 if name.startswith("__") or id(value) in done:
                     continue
                 done.add(id(value))
-                for site, count, total in _held(value, root_site, self.user):
-                    label = f"`{name}`" + (f" ({total} items, {count} with old graphs)" if total else "")
+                for site, count, total, buffer in _held(value, root_site, self.user, name):
+                    if buffer:
+                        label = f"buffer `{buffer}`"
+                    else:
+                        label = f"`{name}`" + (f" ({total} items, {count} with old graphs)" if total else "")
                     if label not in found.setdefault(site, []):
                         found[site].append(label)
         return found
@@ -246,32 +254,38 @@ def _first_graph_tensor(out):
     return None
 
 
-def _held(value, root_site: dict, user, depth: int = 0):
-    """(site, count, total) for the graph roots ``value`` holds: itself, its items, the
-    attributes of a user object, the buffers of a module."""
+def _held(value, root_site: dict, user, name: str, depth: int = 0):
+    """(site, count, total, buffer) for the graph roots ``value`` (named ``name``) holds: itself,
+    its items, the attributes of a user object, the buffers of a module. ``buffer``: the qualified
+    name (``G.w_avg``) when the root is a registered buffer of a module, else None."""
     if isinstance(value, torch.Tensor):
         site = root_site.get(id(value), False)
-        return [(site, 0, 0)] if site is not False else []
+        return [(site, 0, 0, None)] if site is not False else []
     if depth > 2:
         return []
+    if isinstance(value, torch.nn.Module):
+        return [(root_site[id(b)], 0, 0, f"{name}.{b_name}") for b_name, b in value.named_buffers()
+                if id(b) in root_site]
     items = None
     if isinstance(value, (list, tuple)):
-        items = value
+        items = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
     elif isinstance(value, dict):
-        items = list(value.values())
-    elif isinstance(value, torch.nn.Module):
-        items = [b for _, b in value.named_buffers()]
+        items = [(f"{name}[{key!r}]", v) for key, v in value.items()]
     elif hasattr(value, "__dict__") and getattr(type(value), "__module__", "") in ("__main__",) or (
             hasattr(value, "__dict__") and _user_type(value, user)):
-        items = list(vars(value).values())
+        items = [(f"{name}.{attr}", v) for attr, v in vars(value).items()]
     if not items or len(items) > 100_000:
         return []
     counts: dict = {}
-    for item in items:
-        for site, _, _ in _held(item, root_site, user, depth + 1):
-            counts[site] = counts.get(site, 0) + 1
+    buffers = []
+    for item_name, item in items:
+        for site, _, _, buffer in _held(item, root_site, user, item_name, depth + 1):
+            if buffer:
+                buffers.append((site, 0, 0, buffer))
+            else:
+                counts[site] = counts.get(site, 0) + 1
     total = len(items) if isinstance(value, (list, tuple)) else 0
-    return [(site, count, total) for site, count in counts.items()]
+    return [(site, count, total, None) for site, count in counts.items()] + buffers
 
 
 def _user_type(value, user) -> bool:
