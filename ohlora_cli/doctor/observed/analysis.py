@@ -339,8 +339,8 @@ def _given_finding(obs: Observed, single: Observed, trainer) -> Finding | None:
         evidence += _step(crash.where, Role.OBSERVED, f"{library} raised {crash.get('type')}")
     else:
         message += f" With {obs.gpus} GPUs the run reached no optimizer step."
-    message += (f" Simulated, no GPU ran: the Trainer's n_gpu and your own torch.cuda.device_count() calls said "
-                f"{obs.gpus}; {given} is what the Trainer computed from that (train_batch_size x "
+    message += (f" Simulated, no GPU ran: the Trainer's n_gpu (and any torch.cuda.device_count() call of your own) "
+                f"said {obs.gpus}; {given} is what the Trainer computed from that (train_batch_size x "
                 "gradient_accumulation_steps), not examples counted in a step. A Trainer that accepts nn.DataParallel "
                 f"(transformers' own) takes {given} per optimizer step on such a machine"
                 f"{'; this one stops there instead' if refusal is not None else ''}.")
