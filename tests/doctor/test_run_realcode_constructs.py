@@ -154,3 +154,51 @@ def test_trainer_batch_multiplied_by_gpus_is_found_whether_refused_or_stepped(pr
         assert {f"train.py:{config_line}", f"train.py:{trainer_line}"} <= places, batch_fails[0]
     else:
         assert "8 with 1 GPU, 16 with 2" in message and not crashes, result.output
+
+
+def _runs(given: int, single_steps: bool):
+    """The events of a run with 2 simulated GPUs that trl refused at the Trainer line, and of the
+    run with 1 GPU (its first step counted 2 examples, or it reached no step)."""
+    from pathlib import Path
+
+    from ohlora_cli.doctor.observed.events import Event
+    from ohlora_cli.doctor.observed.launch import Observed
+
+    def trainer(n_gpu, examples):
+        return Event("trainer", "common.py:29", {"trainer": "SFTTrainer", "module": "trl.trainer.sft_trainer",
+                                                 "config": "SFTConfig", "config_where": "common.py:15",
+                                                 "config_code": "training_args = SFTConfig(", "per_device": 2,
+                                                 "n_gpu": n_gpu, "accumulation": 1, "examples": examples,
+                                                 "code": "trainer = SFTTrainer("})
+
+    many = Observed("train.py", Path("."), [trainer(2, given), Event("crash", "common.py:29", {"type": "ValueError",
+                                                                                            "message": "no."})],
+                    gpus=2)
+    events = [trainer(1, 2)] + ([Event("census", None, {"step": 1, "examples": 2}), Event("step", None, {"step": 1})]
+                                if single_steps else [])
+    one = Observed("train.py", Path("."), events, gpus=1, steps=1 if single_steps else 0)
+    return many, one
+
+
+@pytest.mark.parametrize("single_steps", [True, False])
+def test_a_refused_trainer_is_judged_by_what_it_was_given(single_steps):
+    from ohlora_cli.doctor.observed.analysis import findings
+
+    many, one = _runs(4, single_steps)
+    found = findings(many, one)
+    batch = [f for f in found if f.check == "multi-gpu-batch" and f.status.value == "fail"]
+    assert [f.where for f in batch] == ["common.py:15"], found
+    assert "given 4 examples per optimizer step" in batch[0].message and "common.py:29" in batch[0].message
+    assert "trl refused" in batch[0].message and "ValueError" in batch[0].message
+    # the 1-GPU figure says where it comes from: a counted step, or (no step there either) the Trainer's own
+    assert ("in the first optimizer step with 1 GPU" in batch[0].message) is single_steps, batch[0].message
+    assert not [f for f in found if f.check == "observed-run" and f.status.value == "fail"], found
+
+
+def test_a_refusal_with_an_unmultiplied_batch_stays_a_crash():
+    from ohlora_cli.doctor.observed.analysis import findings
+
+    many, one = _runs(2, True)  # given 2 with 2 GPUs (1 per device), 2 with 1 GPU
+    found = findings(many, one)
+    assert not [f for f in found if f.check == "multi-gpu-batch" and f.status.value == "fail"], found
+    assert [f.where for f in found if f.check == "observed-run" and f.status.value == "fail"] == ["common.py:29"]
