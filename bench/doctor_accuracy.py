@@ -20,6 +20,9 @@ Usage:
    reads, tiny models) and run under ``ohlora doctor SCRIPT --run --json``: found by the static
    analysis, by the run (observed findings only), by both; fix states without a FAIL; crashes.
    ``"run": {"skip": "why"}`` lists the entry as skipped with its reason (docs/doctor-realcode-run.md).
+   An entry whose truth changed with the libraries (a fix that held at its commit's time and no
+   longer does) has ``"today": {"expected": [...], "why": ...}``: the same findings are judged
+   against both truths, and a second row prints today's (the totals keep the commit's truth).
 3. Sweep (``--sweep OWNER/NAME ...``): every ``.py`` file of the repository's newest commit used as
    an entry point: crashes and files slower than 2 s are counted.
 
@@ -374,11 +377,11 @@ def real_run(manifests: list[Path], mirrors: Path, only: set[int] | None = None)
             # the observed verdict: only what the run saw (a crash that is the dtype failure is attached to it)
             crash = next((f for f in observed if f.check == "observed-run" and f.status.value == "fail"), None)
             judged = [f for f in observed if not f.check.startswith("observed-")]
-            run_text, _, _ = verdict(entry, judged, got["error"])
-            if crash is not None and got["error"] is None:
-                run_text += " + crash"
-            elif got["error"] is None and got.get("run", {}).get("timed_out"):
-                run_text += " + time limit"
+            run_text = _run_verdict(entry, judged, got, crash)
+            if "today" in entry:  # the truth under today's libraries, where it differs from the commit's time
+                today = {**entry, "expected": entry["today"]["expected"]}
+                row["today"] = {"expected": _row(today)["expected"], "static": verdict(today, findings, error)[0],
+                                "run": _run_verdict(today, judged, got, crash)}
             rows.append({**row, "static": static_text, "run": run_text,
                          "both": static_text.startswith("caught") and run_text.startswith("caught"),
                          "fix_clean": (not any(f.status.value == "fail" for f in observed)
@@ -390,6 +393,15 @@ def real_run(manifests: list[Path], mirrors: Path, only: set[int] | None = None)
                          "messages": [f"{f.check}@{f.where}: {f.message}" for f in observed
                                       if f.status.value in ("fail", "warn")]})
     return {"rows": rows, "totals": _run_totals(rows)}
+
+
+def _run_verdict(entry: dict, judged: list, got: dict, crash) -> str:
+    text, _, _ = verdict(entry, judged, got["error"])
+    if crash is not None and got["error"] is None:
+        text += " + crash"
+    elif got["error"] is None and got.get("run", {}).get("timed_out"):
+        text += " + time limit"
+    return text
 
 
 def _run_totals(rows: list) -> dict:
@@ -418,6 +430,11 @@ def print_run(result: dict) -> None:
         fix = "" if r["fix_clean"] is None else "yes" if r["fix_clean"] else "no"
         print(f"{head} {r['static']} | {r['run']} | {'yes' if r['both'] else ''} | {fix} | {r['steps']} | "
               f"{r['seconds']} |")
+        if "today" in r:  # the same run judged against the truth under today's libraries
+            t = r["today"]
+            both = t["static"].startswith("caught") and t["run"].startswith("caught")
+            print(f"| {r['index']} | (same run) | | {r['label']}, today's libraries | {'; '.join(t['expected'])} | "
+                  f"{t['static']} | {t['run']} | {'yes' if both else ''} | | | |")
     for r in result["rows"]:
         for line in r.get("messages", []) + ([f"crash: {r['crash']}"] if r.get("crash") else []):
             print(f"    [{r['index']}] {line[:600]}")

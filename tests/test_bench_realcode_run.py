@@ -1,4 +1,5 @@
-"""bench/doctor_accuracy.py --real bench/realcode/ohlora.json --run on Oh-LoRA's first failure.
+"""bench/doctor_accuracy.py --real bench/realcode/ohlora.json --run on Oh-LoRA's first failure, and
+on the fix of its third, judged against the truth of its time and today's.
 
 Runs the real script (extracted from the fetched mirror of WannaBeSuperteur/AI_Projects, unchanged)
 under ``ohlora doctor --run`` with the maker's synthetic data: the float64 labels seed state must be
@@ -43,3 +44,23 @@ def test_oh_lora_float64_labels_observed_and_fix_clean(tmp_path):
     fix = rows[FIX]
     assert fix["fix_clean"] is True, fix
     assert fix["steps"] and fix["steps"] >= 1, fix
+
+
+FIXED_3 = 8  # "fixed 3": clean with 2025's libraries; with today's, peft's import initialises CUDA first
+
+
+def test_oh_lora_fix_3_is_judged_against_both_truths(tmp_path):
+    details = tmp_path / "details.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "doctor_accuracy.py"), "--real",
+                           str(ROOT / "bench" / "realcode" / "ohlora.json"), "--run", "--only", str(FIXED_3),
+                           "--details", str(details)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads(details.read_text())["real_run"]["rows"][0]
+    assert row["expected"] == ["clean"] and row["fix_clean"] is False, row  # the commit's truth, kept
+    today = row["today"]
+    assert today["expected"] == ["cuda-visible-devices-late@test_unsloth_common.py:6",
+                                 "multi-gpu-batch@test_unsloth_common.py:16"], today
+    assert today["run"] == "caught", row  # both lines, observed, no separate crash
+    # the table prints a row per truth
+    printed = [line for line in done.stdout.splitlines() if line.startswith(f"| {FIXED_3} |")]
+    assert len(printed) == 2 and "today" in printed[1], done.stdout[-2000:]

@@ -229,8 +229,11 @@ def stylegan_v2(root: Path, entry: dict) -> dict:
 # The unsloth test scripts were written for trl 0.15 (2025). Two of its API facts are gone in the trl
 # this project installs: ``trl.DataCollatorForCompletionOnlyLM`` (removed) and ``SFTConfig``'s bf16
 # default (False then; True now, which raises on a CPU and on the author's pre-Ampere GPUs); and
-# ``report_to=None``, which transformers 5 rejects (the sandbox disables the loggers anyway: "none").
-# The stand-in ``sitecustomize`` restores these once trl is imported, and nothing else.
+# ``report_to=None``, which transformers 5 rejects (the sandbox disables the loggers anyway: "none");
+# and the loss: trl 0.15's ``SFTTrainer.compute_loss`` was the Trainer's (the model's own loss from its
+# labels), where trl 1.x computes it with a fused LM head whose Triton kernel needs a GPU driver (on a
+# CPU: "0 active drivers"). The stand-in ``sitecustomize`` restores these once trl is imported, and
+# nothing else: the batch the Trainer builds, its n_gpu and its DataParallel refusal are trl 1.x's own.
 TRL_015 = '''
     """Stand-in written by bench/realcode/run_makers/ohlora.py: trl 0.15's API where the scripts need it."""
     import sys
@@ -274,7 +277,14 @@ TRL_015 = '''
         config.__init__ = __init__
 
 
-    PATCHES = {"trl": _collator, "trl.trainer.sft_config": _bf16_default}
+    def _plain_loss(module):
+        from transformers import Trainer
+
+        # trl 0.15: the loss is the model's own (labels in the inputs), computed by the Trainer
+        module.SFTTrainer.compute_loss = Trainer.compute_loss
+
+
+    PATCHES = {"trl": _collator, "trl.trainer.sft_config": _bf16_default, "trl.trainer.sft_trainer": _plain_loss}
 
 
     class _After:

@@ -358,13 +358,41 @@ def _first_step_examples(obs: Observed) -> int:
     return censuses[0].get("examples", 0) if censuses else 0
 
 
-def gpu_findings(obs: Observed, single: Observed | None) -> list[Finding]:
-    """Examples per optimizer step with N simulated GPUs against the same script with 1."""
-    if single is None or not obs.gpus or obs.gpus < 2:
-        return []
-    many, one = _first_step_examples(obs), _first_step_examples(single)
-    if not many or not one or many <= one:
-        return []
+def _given_text(trainer) -> str:
+    """``per_device_train_batch_size=2 x 2 GPUs`` (``x gradient_accumulation_steps=K`` when K > 1)."""
+    text = f"per_device_train_batch_size={trainer.get('per_device')} x {trainer.get('n_gpu')} GPUs"
+    if (trainer.get("accumulation") or 1) > 1:
+        text += f" x gradient_accumulation_steps={trainer.get('accumulation')}"
+    return text
+
+
+def _late_settings(obs: Observed) -> list:
+    """The user's CUDA_VISIBLE_DEVICES writes made after CUDA initialised: on a GPU machine they
+    leave every GPU visible (the simulated count ignores them the same way)."""
+    out, initialised = [], False
+    for event in obs.events:
+        if event.kind == "cuda" and event.get("effect") in ("init", "use"):
+            initialised = True
+        elif event.kind == "env-set" and event.get("name") == "CUDA_VISIBLE_DEVICES" and initialised:
+            out.append(event)
+    return out
+
+
+def refused(obs: Observed):
+    """(the Trainer record, the crash) when a run with several simulated GPUs reached no optimizer
+    step and died at the user's line that built a Trainer given more than one GPU (trl refuses
+    nn.DataParallel there, after ``Trainer.__init__`` returned); else None."""
+    if obs.steps or not obs.gpus or obs.gpus < 2:
+        return None
+    crashes = obs.of("crash")
+    for trainer in obs.of("trainer"):
+        if (trainer.get("n_gpu") or 0) > 1 and crashes and crashes[-1].where == trainer.where:
+            return trainer, crashes[-1]
+    return None
+
+
+def _stepped_finding(obs: Observed, many: int, one: int) -> Finding:
+    """Both runs reached a step: the examples counted in each run's first optimizer step."""
     reads, configs = obs.of("gpu-count"), obs.of("trainer-config")
     where = configs[0].where if configs else reads[0].where if reads else None
     read = f" The script reads the count at {_at(reads[0])}." if reads else ""
@@ -378,14 +406,83 @@ def gpu_findings(obs: Observed, single: Observed | None) -> list[Finding]:
                                                 f"{c.get('per_device')})")
     evidence += _step(where, Role.OBSERVED, f"{one} examples in the first optimizer step with 1 GPU, {many} with "
                                             f"{obs.gpus}")
-    return [Finding(
+    return Finding(
         "multi-gpu-batch", Status.FAIL,
         f"observed: examples per optimizer step depend on the number of visible GPUs: {one} with 1 GPU, {many} "
         f"with {obs.gpus} (simulated: your own torch.cuda.device_count() calls and the Trainer's n_gpu said {obs.gpus}; examples "
         f"counted at the training forward, backpropagated, in the first optimizer step).{read}",
-        where=where, evidence=evidence,
-        hint="Fix the global batch (examples per optimizer step) and derive the per-device batch from it; "
-             "launch with torchrun for several GPUs.")]
+        where=where, evidence=evidence, hint=GPU_HINT)
+
+
+GPU_HINT = ("Fix the global batch (examples per optimizer step) and derive the per-device batch from it; "
+            "launch with torchrun for several GPUs.")
+
+
+def _given_finding(obs: Observed, single: Observed, trainer) -> Finding | None:
+    """The run with N GPUs reached no optimizer step: what its Trainer was given, against the
+    examples of the first step with 1 GPU (or, where that run reached no step either, what its
+    Trainer was given). A crash at the Trainer line is told here, not as a separate failure."""
+    one = _first_step_examples(single)
+    counted = "in the first optimizer step with 1 GPU"
+    if not one:
+        ones = [t for t in single.of("trainer") if (t.get("n_gpu") or 0) <= 1 and t.get("examples")]
+        one = ones[0].get("examples") if ones else 0
+        counted = "given to the Trainer with 1 GPU (that run reached no optimizer step either)"
+    given = trainer.get("examples") or 0
+    if not one or given <= one:
+        return None
+    config_where = trainer.get("config_where")
+    config = trainer.get("config")
+    built = (f" from the {config} built at {config_where}"
+             f"{' (`' + trainer.get('config_code') + '`)' if trainer.get('config_code') else ''}"
+             if config_where else f" ({config} built outside your code)")
+    call = f"{trainer.where} (`{trainer.get('code')}`)" if trainer.get("code") else trainer.where
+    message = (f"observed: the {trainer.get('trainer')} built at {call} was given {given} examples per optimizer "
+               f"step ({_given_text(trainer)}){built}; {one} examples {counted}.")
+    evidence = _step(config_where, Role.CONFIG, f"{config}(per_device_train_batch_size={trainer.get('per_device')})")
+    evidence += _step(trainer.where, Role.PASSES, f"`{trainer.get('trainer')}(...)` given {given} examples per "
+                                                  f"optimizer step ({_given_text(trainer)})")
+    late = _late_settings(obs)
+    if late:
+        message += (f" CUDA_VISIBLE_DEVICES={late[0].get('value')!r} was set at {late[0].where} after CUDA was "
+                    f"initialised: on a GPU machine that changes nothing, every GPU stays visible.")
+        evidence += _step(late[0].where, Role.ENV_SET, f"CUDA_VISIBLE_DEVICES={late[0].get('value')!r}, too late")
+    refusal = refused(obs)
+    if refusal is not None:
+        crash = refusal[1]
+        library = (trainer.get("module") or "the library").split(".")[0]
+        said = re.split(r"(?<=[.!?])\s", (crash.get("message") or "").strip())[0].rstrip(".")[:300]
+        message += (f" With {obs.gpus} GPUs the run reached no optimizer step: {library} refused the "
+                    f"{trainer.get('trainer')} at {crash.where} ({crash.get('type')}{': ' + said if said else ''}).")
+        evidence += _step(crash.where, Role.OBSERVED, f"{library} raised {crash.get('type')}")
+    else:
+        message += f" With {obs.gpus} GPUs the run reached no optimizer step."
+    message += (f" Simulated, no GPU ran: the Trainer's n_gpu (and any torch.cuda.device_count() call of your own) "
+                f"said {obs.gpus}; {given} is what the Trainer computed from that (train_batch_size x "
+                "gradient_accumulation_steps), not examples counted in a step. A Trainer that accepts nn.DataParallel "
+                f"(transformers' own) takes {given} per optimizer step on such a machine"
+                f"{'; this one stops there instead' if refusal is not None else ''}.")
+    evidence += _step(config_where or trainer.where, Role.OBSERVED,
+                      f"{one} examples with 1 GPU, {given} given with {obs.gpus} (simulated)")
+    return Finding("multi-gpu-batch", Status.FAIL, message, where=config_where or trainer.where,
+                   evidence=evidence, hint=GPU_HINT)
+
+
+def gpu_findings(obs: Observed, single: Observed | None) -> list[Finding]:
+    """Examples per optimizer step with N simulated GPUs against the same script with 1: counted
+    in the first step of each run, or, where the N-GPU run reached no step, what its Trainer was
+    given (``Trainer.__init__``'s record)."""
+    if single is None or not obs.gpus or obs.gpus < 2:
+        return []
+    many, one = _first_step_examples(obs), _first_step_examples(single)
+    if many:
+        return [_stepped_finding(obs, many, one)] if one and many > one else []
+    for trainer in obs.of("trainer"):
+        if (trainer.get("n_gpu") or 0) > 1:
+            found = _given_finding(obs, single, trainer)
+            if found is not None:
+                return [found]
+    return []
 
 
 # -- the run itself -------------------------------------------------------------------------------
@@ -437,10 +534,14 @@ def findings(obs: Observed, single: Observed | None = None) -> list[Finding]:
     attached = {f.where for f in dtype if f.status is Status.FAIL}
     grad = grad_findings(obs)
     cvd = cvd_findings(obs)
+    gpu = gpu_findings(obs, single) if single is not None else []
+    refusal = refused(obs)
+    if gpu and refusal is not None:
+        attached.add(refusal[1].where)  # the Trainer line's crash is told in the multi-gpu-batch finding
     out = run_findings(obs, attached)
     checks = [("dtype-mismatch", dtype), ("grad-inference", grad), ("cuda-visible-devices-late", cvd)]
     if single is not None:
-        checks.append(("multi-gpu-batch", gpu_findings(obs, single)))
+        checks.append(("multi-gpu-batch", gpu))
     for check, found in checks:
         if found:
             out += found

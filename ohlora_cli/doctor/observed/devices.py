@@ -139,9 +139,13 @@ class _AfterImport:
 def simulate_trainer_gpus(cuda: Cuda) -> None:
     """--gpus N: ``TrainingArguments.n_gpu`` is N (plain python, as on an N-GPU machine: the
     Trainer multiplies its batch and wraps the model in DataParallel, a pass-through without
-    CUDA), and each ``TrainingArguments(...)`` is recorded with the user's line."""
+    CUDA), each ``TrainingArguments(...)`` is recorded with the user's line ("trainer-config"),
+    and each ``Trainer.__init__`` that returns (an ``SFTTrainer`` reaches it through ``super()``)
+    with the user's call line, the line that built its arguments and the examples per optimizer
+    step it was given ("trainer"): what a run that never reaches a step can still compare."""
+    built: dict[int, tuple] = {}  # id(args) -> (args, the user's site): which line built them
 
-    def patch(module) -> None:
+    def patch_args(module) -> None:
         args_class = getattr(module, "TrainingArguments", None)
         if args_class is None:
             return
@@ -149,9 +153,11 @@ def simulate_trainer_gpus(cuda: Cuda) -> None:
 
         def post_init(self, *args, **kwargs):
             real_post_init(self, *args, **kwargs)
+            site = cuda.user.site()
+            built[id(self)] = (self, site)
             cuda.emit("trainer-config", config=type(self).__name__,
                       per_device=getattr(self, "per_device_train_batch_size", None),
-                      accumulation=getattr(self, "gradient_accumulation_steps", None), **cuda.user.site())
+                      accumulation=getattr(self, "gradient_accumulation_steps", None), **site)
 
         args_class.__post_init__ = post_init
         real_n_gpu = args_class.n_gpu
@@ -162,10 +168,38 @@ def simulate_trainer_gpus(cuda: Cuda) -> None:
 
         args_class.n_gpu = property(n_gpu)
 
-    if "transformers.training_args" in sys.modules:
-        patch(sys.modules["transformers.training_args"])
-    else:
-        sys.meta_path.insert(0, _AfterImport("transformers.training_args", patch))
+    def patch_trainer(module) -> None:
+        trainer_class = getattr(module, "Trainer", None)
+        if trainer_class is None:
+            return
+        real_init = trainer_class.__init__
+
+        @functools.wraps(real_init)
+        def init(self, *args, **kwargs):
+            real_init(self, *args, **kwargs)
+            try:
+                record_trainer(self)
+            except Exception as exc:  # noqa: BLE001 - the record must never change the script's run
+                cuda.emit("instrument-error", instrument="trainer", error=f"{type(exc).__name__}: {exc}"[:300])
+
+        trainer_class.__init__ = init
+
+    def record_trainer(trainer) -> None:
+        args = trainer.args
+        per_device, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
+        n_gpu = args.n_gpu
+        config = built.get(id(args), (None, {}))
+        config_site = config[1] if config[0] is args else {}
+        cuda.emit("trainer", trainer=type(trainer).__name__, module=type(trainer).__module__,
+                  config=type(args).__name__, config_where=config_site.get("where"),
+                  config_code=config_site.get("code"), per_device=per_device, n_gpu=n_gpu,
+                  accumulation=accumulation, examples=args.train_batch_size * accumulation, **cuda.user.site())
+
+    for name, patch in (("transformers.training_args", patch_args), ("transformers.trainer", patch_trainer)):
+        if name in sys.modules:
+            patch(sys.modules[name])
+        else:
+            sys.meta_path.insert(0, _AfterImport(name, patch))
 
 
 def is_cuda(device) -> bool:
