@@ -113,20 +113,10 @@ class Observer(TorchFunctionMode):
 
     def skip_optimizer_steps(self) -> None:
         """The optimizer's own update ops (a hundred per step for Adam) are not the user's
-        computation: the mode passes them through untouched."""
-        from torch.optim.optimizer import (
-            register_optimizer_step_post_hook,
-            register_optimizer_step_pre_hook,
-        )
+        computation: each optimizer step runs with the mode off the stack (``stepping``)."""
+        from .stepping import ModeOff
 
-        def pause(*_):
-            self.paused = True
-
-        def resume(*_):
-            self.paused = False
-
-        register_optimizer_step_pre_hook(pause)
-        register_optimizer_step_post_hook(resume)
+        ModeOff(self).install()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -145,12 +135,13 @@ class Observer(TorchFunctionMode):
                 break
         if f64 is not None:
             other = _float32_peer(args)
-        caller = sys._getframe(1)
         graphs = self.graphs
-        user_op = graphs.depth == 0 and caller.f_code.co_filename in self.user and torch.is_grad_enabled()
+        # An op inside a module call has that call's site; only an op the user's own line runs
+        # outside any module, with autograd on, reads the caller's frame.
+        user_op = graphs.depth == 0 and torch.is_grad_enabled() and self.user.caller_line()
         previous = graphs.site
         if user_op:
-            graphs.site = (caller.f_code.co_filename, caller.f_lineno)
+            graphs.site = user_op
         try:
             out = func(*args, **kwargs)
         except RuntimeError as exc:
@@ -160,7 +151,7 @@ class Observer(TorchFunctionMode):
         finally:
             graphs.site = previous
         if user_op and isinstance(out, torch.Tensor) and out.grad_fn is not None:
-            graphs.tag(out.grad_fn, (caller.f_code.co_filename, caller.f_lineno))
+            graphs.tag(out.grad_fn, user_op)
         if isinstance(out, torch.Tensor) and out.dtype is F64:
             self._float64(func, args, out, f64, other)
         return out
