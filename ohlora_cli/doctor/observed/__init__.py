@@ -2,8 +2,8 @@
 child process under instruments, and report the doctor's checks from what was observed.
 
 - ``launch``: the parent (sandbox folder, child process, time limit); ``child``: the child's
-  entry point; ``sandbox``, ``devices``, ``tensors``, ``graphs``: the child's instruments
-  (torch is imported in the child only); ``events``: the streamed observations;
+  entry point; ``sandbox``, ``devices``, ``tensors``, ``graphs``, ``stepping``: the child's
+  instruments (torch is imported in the child only); ``events``: the streamed observations;
   ``analysis``: events to findings.
 
 Import-light: importing this package imports neither torch nor the child's instruments.

@@ -86,7 +86,7 @@ def _install_instruments(config: dict, emit, user, guard):
     graphs.install()
     observer = Observer(emit, user, graphs, cuda)
     patch_from_numpy(observer)
-    observer.skip_optimizer_steps()  # before the step hook: the mode resumes before the census
+    observer.skip_optimizer_steps()  # before the script: its optimizers step with the mode off
     return observer, graphs
 
 

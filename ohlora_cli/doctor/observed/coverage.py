@@ -106,12 +106,10 @@ class Lines:
     def _local(self, hits: dict[int, tuple[str, ...]]):
         count = self._count
 
-        def local(frame, event, arg):
-            if event == "line":
-                sites = hits.get(frame.f_lineno)
-                if sites is not None:
-                    for site in sites:
-                        count(site)
+        def local(frame, event, arg):  # a line of the frame's code that is no site: two tests
+            if event == "line" and frame.f_lineno in hits:
+                for site in hits[frame.f_lineno]:
+                    count(site)
             return local
 
         return local

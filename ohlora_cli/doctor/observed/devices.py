@@ -30,7 +30,8 @@ class Cuda:
         self.user = user
         self.shim = shim
         self.gpus = gpus  # --gpus N: the user's own device_count() calls see N; libraries the truth
-        self.seen: set = set()
+        self.seen: set = set()  # (call, where, via) recorded
+        self.known: set = set()  # the same, unformatted (UserFiles.key)
         self.initialised = False  # a query that initialises CUDA (or a CUDA use) has happened
         self.visible: int | None = None  # GPUs named by a CUDA_VISIBLE_DEVICES set before that
 
@@ -42,9 +43,17 @@ class Cuda:
         return min(self.gpus, self.visible)
 
     def record(self, name: str, effect: str) -> None:
+        """Once per place. A query a library makes at every step (``is_available`` in an
+        optimizer step) finds its place (code objects and lines, ``UserFiles.key``) in ``known``
+        and returns before a site is built."""
         if effect in ("init", "use"):
             self.initialised = True
-        site = self.user.site()
+        frame = sys._getframe(1)
+        known = (name, *self.user.key(frame))
+        if known in self.known:
+            return
+        self.known.add(known)
+        site = self.user.site(frame)
         key = (name, site["where"], site["via"])
         if key in self.seen:
             return
@@ -69,8 +78,7 @@ class Cuda:
         def call(*args, **kwargs):
             cuda.record(name, effect)
             if name == "device_count" and cuda.gpus is not None:
-                caller = sys._getframe(1)
-                if caller.f_code.co_filename in cuda.user:
+                if cuda.user.caller_line():
                     cuda.emit("gpu-count", gpus=cuda.simulated(), **cuda.user.site())
                     return cuda.simulated()
             return real(*args, **kwargs)
@@ -94,7 +102,7 @@ class Cuda:
         frame = sys._getframe(2)  # above this method and the audit hook
         while frame is not None and frame.f_code.co_filename in (os.__file__, "<frozen os>"):
             frame = frame.f_back
-        return frame is not None and frame.f_code.co_filename in self.user
+        return frame is not None and self.user.owns(frame)
 
     def _install_shim(self, torch) -> None:
         cuda = self

@@ -62,22 +62,54 @@ class UserFiles:
             path = os.path.relpath(path, self.cwd)
         return f"{path}:{line}"
 
+    def owns(self, frame) -> bool:
+        """Whether ``frame`` runs the user's code. Its globals' ``__file__`` is read first: on
+        Python 3.11 reading ``frame.f_code`` raises an audit event (every audit hook runs), so a
+        library frame is told apart without it; ``f_code`` is read only when ``__file__`` is a
+        user file or missing (code run with globals of its own, ``exec``)."""
+        module = frame.f_globals.get("__file__")
+        if module.__class__ is str and module not in self:
+            return False
+        return frame.f_code.co_filename in self
+
+    def caller_line(self, depth: int = 1):
+        """``(filename, line)`` of the frame ``depth`` levels above the caller when it runs the
+        user's code, else None: what the instruments tag the user's ops and calls with."""
+        frame = sys._getframe(depth + 1)
+        module = frame.f_globals.get("__file__")
+        if module.__class__ is str and module.endswith(DISPATCH):  # F.mse_loss, Tensor.__rsub__
+            frame = past_dispatch(frame)
+        if not self.owns(frame):
+            return None
+        return frame.f_code.co_filename, frame.f_lineno
+
     def user_frame(self, frame):
         """The innermost user frame at or above ``frame``, or None."""
-        while frame is not None and frame.f_code.co_filename not in self:
+        while frame is not None and not self.owns(frame):
             frame = frame.f_back
         return frame
+
+    def _walk(self, frame):
+        """(the innermost user frame at or above ``frame``, the innermost library frame below it)."""
+        via = None
+        while frame is not None and not self.owns(frame):
+            if via is None:
+                name = frame.f_code.co_filename
+                if "ohlora_cli" not in name and not name.startswith("<") and not name.endswith(DISPATCH):
+                    via = frame
+            frame = frame.f_back
+        return frame, via
+
+    def key(self, frame) -> tuple:
+        """What ``site(frame)`` depends on, unformatted (code objects and lines): a record made
+        once per place tests it before building the site (paths, the source line)."""
+        user, via = self._walk(frame)
+        return (user and user.f_code, user and user.f_lineno, via and via.f_code, via and via.f_lineno)
 
     def site(self, frame=None, skip: int = 1) -> dict:
         """Where the user is now: ``{"where", "code", "function", "via"}``. ``via`` names the
         innermost library frame between here and the user's line (what did it on their behalf)."""
-        frame = frame or sys._getframe(skip + 1)
-        via = None
-        while frame is not None and frame.f_code.co_filename not in self:
-            name = frame.f_code.co_filename
-            if via is None and "ohlora_cli" not in name and not name.startswith("<") and not name.endswith(DISPATCH):
-                via = frame
-            frame = frame.f_back
+        frame, via = self._walk(frame or sys._getframe(skip + 1))
         out: dict = {"where": None, "code": None, "function": None, "via": None}
         if frame is not None:
             out["where"] = self.place(frame.f_code.co_filename, frame.f_lineno)

@@ -57,12 +57,10 @@ class Graphs:
                     return real_call(module, *args, **kwargs)
                 finally:
                     graphs.depth -= 1
-            caller = sys._getframe(1)
-            if torch.is_grad_enabled() and next(module.parameters(), None) is not None:
+            grad = torch.is_grad_enabled()
+            if grad and next(module.parameters(), None) is not None:
                 graphs.count_examples(args, kwargs)  # a model, not a parameter-free loss module
-            site = None
-            if caller.f_code.co_filename in graphs.user and torch.is_grad_enabled():
-                site = (caller.f_code.co_filename, caller.f_lineno)
+            site = graphs.user.caller_line() if grad else None
             previous, graphs.site = graphs.site, site or graphs.site
             graphs.depth += 1
             try:
@@ -217,7 +215,7 @@ class Graphs:
         frame = sys._getframe(2)
         spaces = []
         while frame is not None:
-            if frame.f_code.co_filename in self.user:
+            if self.user.owns(frame):
                 spaces.append(frame.f_locals)
                 if frame.f_code.co_name == "<module>":
                     spaces.append(frame.f_globals)

@@ -29,6 +29,9 @@ _PATH_EVENTS = {  # audit event -> indexes of the path arguments it changes
     "shutil.rmtree": (0,), "shutil.copyfile": (1,), "shutil.copytree": (1,), "shutil.chown": (0,),
     "os.removexattr": (0,), "os.setxattr": (0,),
 }
+# Every event the audit hook looks at: it sees every audit event of the process (a frame's
+# ``f_code`` read, each ``sys._getframe``), and returns on the others after this one test.
+_WATCHED = frozenset({"open", "socket.connect", *_PATH_EVENTS})
 
 
 def free_folders() -> list[str]:
@@ -189,7 +192,7 @@ class Guard:
     # -- layer 2: block the rest -------------------------------------------------------------------
 
     def audit(self, event: str, args) -> None:
-        if not self.active:
+        if event not in _WATCHED or not self.active:
             return
         if event == "open":
             path, mode, flags = args

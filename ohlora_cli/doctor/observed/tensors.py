@@ -14,7 +14,6 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .devices import is_cuda
-from .frames import past_dispatch
 
 F64 = torch.float64
 # Calls that read or convert float64 without computing with float32 (no meeting to report).
@@ -25,7 +24,6 @@ _QUIET = {"to", "type", "double", "float", "half", "copy_", "__setitem__", "__ge
           "where", "masked_fill", "fill_", "zero_", "__get__", "contiguous", "view", "reshape"}
 
 
-_OVERRIDES = torch.overrides.__file__
 # Python's augmented assignments on a tensor (``buf += x``): in place, like the ``*_`` methods.
 _AUGMENTED = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__", "__ipow__",
               "__imatmul__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__"}
@@ -134,20 +132,10 @@ class Observer(TorchFunctionMode):
 
     def skip_optimizer_steps(self) -> None:
         """The optimizer's own update ops (a hundred per step for Adam) are not the user's
-        computation: the mode passes them through untouched."""
-        from torch.optim.optimizer import (
-            register_optimizer_step_post_hook,
-            register_optimizer_step_pre_hook,
-        )
+        computation: each optimizer step runs with the mode off the stack (``stepping``)."""
+        from .stepping import ModeOff
 
-        def pause(*_):
-            self.paused = True
-
-        def resume(*_):
-            self.paused = False
-
-        register_optimizer_step_pre_hook(pause)
-        register_optimizer_step_post_hook(resume)
+        ModeOff(self).install()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -167,14 +155,13 @@ class Observer(TorchFunctionMode):
         keyword, f64 = _keyword_float64(kwargs) if f64 is None and kwargs else (None, f64)
         if f64 is not None:
             other = _float32_peer(args)
-        caller = sys._getframe(1)
-        if caller.f_code.co_filename == _OVERRIDES:  # F.mse_loss, Tensor.__rsub__: dispatched in torch
-            caller = past_dispatch(caller)
         graphs = self.graphs
-        user_op = graphs.depth == 0 and caller.f_code.co_filename in self.user and torch.is_grad_enabled()
+        # An op inside a module call has that call's site; only an op the user's own line runs
+        # outside any module, with autograd on, reads the caller's frame.
+        user_op = graphs.depth == 0 and torch.is_grad_enabled() and self.user.caller_line()
         previous = graphs.site
         if user_op:
-            graphs.site = (caller.f_code.co_filename, caller.f_lineno)
+            graphs.site = user_op
         try:
             out = func(*args, **kwargs)
         except RuntimeError as exc:
@@ -184,20 +171,22 @@ class Observer(TorchFunctionMode):
         finally:
             graphs.site = previous
         if user_op and isinstance(out, torch.Tensor) and out.grad_fn is not None:
-            graphs.tag(out.grad_fn, (caller.f_code.co_filename, caller.f_lineno))
-        elif graphs.depth and args and out is args[0] and caller.f_code.co_filename in self.user:
-            self._tag_in_place(func, out, caller)
+            graphs.tag(out.grad_fn, user_op)
+        elif graphs.depth and args and out is args[0]:
+            self._tag_in_place(func, out)
         if isinstance(out, torch.Tensor) and out.dtype is F64:
             self._float64(func, args, out, f64, other, keyword)
         return out
 
-    def _tag_in_place(self, func, out, caller) -> None:
+    def _tag_in_place(self, func, out) -> None:
         """An in-place op on a user line inside a module's forward (GenForce's
         ``self.w_avg.copy_(...)``) with autograd on: the tensor it changed (a buffer, often) now
         carries a graph; the user's line is its site."""
         if isinstance(out, torch.Tensor) and out.grad_fn is not None and _in_place(func) \
                 and torch.is_grad_enabled():
-            self.graphs.tag(out.grad_fn, (caller.f_code.co_filename, caller.f_lineno))
+            line = self.user.caller_line(2)
+            if line:
+                self.graphs.tag(out.grad_fn, line)
 
     def _float64(self, func, args, out, f64, other, keyword=None) -> None:
         """``out`` is float64: a birth (no float64 input), else the tag passes on; float32
