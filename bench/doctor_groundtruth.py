@@ -4,6 +4,8 @@ Usage:
   python bench/doctor_groundtruth.py                          # every case: run, print the table and totals
   python bench/doctor_groundtruth.py --save gt.json           # ... and keep the raw results
   python bench/doctor_groundtruth.py --from gt.json           # the table from saved results, nothing rerun
+  python bench/doctor_groundtruth.py --from gt.json rerun.json   # merged: a case in rerun.json replaces gt.json's
+  python bench/doctor_groundtruth.py --from gt.json --explain docs/doctor-groundtruth.md   # causes per disagreement
   python bench/doctor_groundtruth.py --cases seed1_python_floats grad_losses_append --steps 6
   python bench/doctor_groundtruth.py --runner K OUT.json SCRIPT [ARGS...]   # (internal) the plain runner
 
@@ -24,6 +26,8 @@ two-layer GPT-NeoX with a word-level tokenizer where a script loads ``./polyglot
     growth = a node count that never falls and rises at least 3 times over the boundaries from the
     2nd on; it stops after K steps; a crash keeps its type and innermost user frame; the first
     dimension of the first tensor of each top-level module call before the first step is the batch.
+    A script whose device is hard-wired to "cuda" (``PLAIN_ON_CPU``) runs plainly from a copy where
+    that literal says "cpu" (same line numbers); static and --run see the script as it is.
 
 What plain execution on a CPU cannot show: a second GPU (``multi-gpu-batch``) and CUDA's
 initialisation order (``cuda-visible-devices-late``): those columns say "not observable on CPU".
@@ -281,7 +285,7 @@ def _samples_folder(d: Path) -> None:
 
 
 DATA = {
-    "genforce_dynamic_layers_sampling": _samples_folder,
+    "genforce_dynamic_layers_sampling": _samples_folder, "star_import_sampling": _samples_folder,
     "seed1_python_floats": _seed1, "seed1_float_fix": _seed1, "seed1_double_fix": _seed1,
     "seed2_sample_every_50": _seed2, "seed2_no_grad_fix": _seed2, "seed2_eval_only": _seed2,
     "seed3_config_module": _seed3, "seed3_config_module_fixed": _seed3,
@@ -297,6 +301,34 @@ DATA = {
     "torch_hstack_concat": _labels_abc,
     "sys_path_sibling": _labels_npy,
 }
+# Plain execution runs on this machine's CPU; a script whose device is hard-wired to "cuda" gets, in a
+# copy used by the plain run and the runner only, that one literal replaced on its own line (line
+# numbers kept). The static analysis and --run see the script as it is (--run simulates the GPU).
+PLAIN_ON_CPU = {
+    "seed2_sample_every_50": [("train.py", 'device="cuda"', 'device="cpu"')],
+    "seed2_no_grad_fix": [("train.py", 'device="cuda"', 'device="cpu"')],
+    "seed2_eval_only": [("train.py", 'device="cuda"', 'device="cpu"')],
+}
+
+
+def plain_copy(case: str, folder: Path) -> tuple[Path, list[str]]:
+    """The folder the plain run and the runner use: ``folder`` itself, or a patched copy beside it."""
+    if case not in PLAIN_ON_CPU:
+        return folder, []
+    target = folder.parent / f"{folder.name}.plain"
+    shutil.copytree(folder, target, symlinks=True)
+    done = []
+    for name, old, new in PLAIN_ON_CPU[case]:
+        path = target / name
+        text = path.read_text(encoding="utf-8")
+        if text.count(old) != 1:
+            raise ValueError(f"{case}/{name}: expected one {old!r}, found {text.count(old)}")
+        path.write_text(text.replace(old, new), encoding="utf-8")
+        line = text[:text.index(old)].count("\n") + 1
+        done.append(f"{name}:{line} {old} -> {new} (plain run only)")
+    return target, done
+
+
 MODEL_REF = re.compile(r"""from_pretrained\(\s*["']([^"']+)["']|default=["'](\./[^"']+)["']""")
 
 TINY_LM = r"""
@@ -434,7 +466,7 @@ def run_doctor(folder: Path, script: str, gpus: int | None, steps: int, timeout:
     observed = findings[first:]
     out["observed"] = strongest(observed)
     out["combined"] = strongest(findings)
-    out["run"] = {k: data["run"][k] for k in ("steps", "timed_out", "wall_s")}
+    out["run"] = {k: data["run"].get(k) for k in ("steps", "timed_out", "wall_s", "unreached", "demoted")}
     out["observed_rows"] = [{"check": f["check"], "status": f["status"], "where": f["where"],
                              "message": f["message"][:240]} for f in observed
                             if f["check"].startswith("observed-") or f["status"] in ("warn", "fail")]
@@ -561,6 +593,7 @@ def collect(names: list[str] | None, steps: int, timeout: float, plain_timeout: 
                               "workers": workers, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                               "python": sys.version.split()[0], "cpus": os.cpu_count()}, "cases": {}}
     jobs = []
+    plain_folders: dict[str, Path] = {}
     for case in cases(names):
         spec = json.loads((case / "expected.json").read_text(encoding="utf-8"))
         script = spec.get("script", "train.py")
@@ -570,7 +603,12 @@ def collect(names: list[str] | None, steps: int, timeout: float, plain_timeout: 
             made = make_data(case.name, folder, cache)
         except Exception as exc:  # noqa: BLE001
             made = [f"data failed: {type(exc).__name__}: {exc}"]
-        entry = {"script": script, "data": made, "runs": [], "plain": None, "runner": None}
+        try:
+            plain_folder, patched = plain_copy(case.name, folder)
+        except (OSError, ValueError) as exc:
+            plain_folder, patched = folder, [f"plain patch failed: {type(exc).__name__}: {exc}"]
+        plain_folders[case.name] = plain_folder
+        entry = {"script": script, "data": made, "plain_patch": patched, "runs": [], "plain": None, "runner": None}
         for run in spec["runs"]:
             entry["runs"].append({"gpus": run.get("gpus"), "expected": expected_verdict(run),
                                   "static": static_findings(folder, script, run.get("gpus")), "doctor": None})
@@ -585,9 +623,9 @@ def collect(names: list[str] | None, steps: int, timeout: float, plain_timeout: 
         entry = results["cases"][name]
         folder = work / name
         if kind == "runner":
-            return run_runner(folder, entry["script"], steps, timeout + 60)
+            return run_runner(plain_folders[name], entry["script"], steps, timeout + 60)
         if kind == "plain":
-            return run_plain(folder, entry["script"], plain_timeout)
+            return run_plain(plain_folders[name], entry["script"], plain_timeout)
         return run_doctor(folder, entry["script"], entry["runs"][index]["gpus"], steps, timeout)
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, 2))) as pool:
@@ -623,6 +661,46 @@ def _dump(results: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# -- several saved results as one -------------------------------------------------------------
+
+SETTINGS = ("steps", "timeout", "plain_timeout")
+
+
+def _jobs(entry: dict) -> tuple[int, int]:
+    """(jobs with a result, jobs) of one case: its runner, its plain run, one --run per run."""
+    have = [entry.get("runner"), entry.get("plain"), *(run.get("doctor") for run in entry["runs"])]
+    return sum(x is not None for x in have), len(have)
+
+
+def merge(parts: list[tuple[str, dict]]) -> dict:
+    """Saved results as one: a case found in several files is taken whole from the last of them (a
+    full run, then targeted reruns). ``meta.sources`` says what each file gave and what it overrode;
+    a setting (K, the time limits) that differs between the cases kept is listed as ``mixed``."""
+    cases: dict = {}
+    origin: dict = {}
+    sources = []
+    for label, results in parts:
+        names = list(results.get("cases", {}))
+        sources.append({"file": label, "started": results.get("meta", {}).get("started"),
+                        "cases": len(names), "overrides": sorted(n for n in names if n in cases)})
+        for name in names:
+            cases[name] = results["cases"][name]
+            origin[name] = results.get("meta", {})
+    meta: dict = {"sources": sources}
+    for key in SETTINGS:
+        values = sorted({str(origin[n].get(key)) for n in cases})
+        meta[key] = origin[next(iter(cases))].get(key) if len(values) == 1 else "mixed (" + ", ".join(values) + ")"
+    counts = [_jobs(entry) for entry in cases.values()]
+    meta["jobs_done"], meta["jobs"] = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    return {"meta": meta, "cases": dict(sorted(cases.items()))}
+
+
+def load(paths: list[Path]) -> dict:
+    """One saved results file as it is; several, merged (later files override earlier ones per case)."""
+    parts = [(str(p), json.loads(p.read_text(encoding="utf-8"))) for p in paths]
+    return parts[0][1] if len(parts) == 1 else merge(parts)
+
+
 # -- table and totals --------------------------------------------------------------------------
 
 def _short(verdict: dict | None, checks=CHECKS) -> str:
@@ -645,7 +723,8 @@ def rows(results: dict) -> list[dict]:
             doctor = run.get("doctor") or {}
             out.append({"case": name, "gpus": run["gpus"], "expected": run["expected"], "static": run["static"],
                         "observed": doctor.get("observed"), "doctor": doctor, "plain": plain_v,
-                        "plain_text": describe_plain(runner, plain) if plain_ok else "not run",
+                        "plain_text": (describe_plain(runner, plain) if plain_ok else "not run")
+                        + "".join(f"; {p}" for p in entry.get("plain_patch", [])),
                         "pending": not plain_ok or not doctor})
     return out
 
@@ -700,25 +779,76 @@ def disagreements(rows_: list[dict]) -> list[str]:
     return out
 
 
-def print_table(results: dict) -> dict:
+def run_end(doc: dict | None) -> str:
+    """How far the --run got: its steps (and the time limit when it stopped it), the observed-* rows
+    that are not a pass (a crash, a non-zero exit), the static findings whose line it never ran
+    ("not reached") and the static FAILs it saw clean ("demoted"). Results saved before the doctor
+    listed ``unreached``/``demoted`` say nothing about them."""
+    if not doc:
+        return "not run"
+    if "error" in doc:
+        return f"no JSON (rc {doc.get('rc')})"
+    run = doc.get("run") or {}
+    parts = [f"{run.get('steps')} steps" + (" (time limit)" if run.get("timed_out") else "")]
+    parts += [f"{x['check'].removeprefix('observed-')} {x['status'].upper()}: {x['message'][:90]}"
+              for x in doc.get("observed_rows", []) if x["check"].startswith("observed-") and x["status"] != "pass"]
+    for key, label in (("unreached", "not reached"), ("demoted", "demoted")):
+        if run.get(key):
+            parts.append(f"{label}: " + ", ".join(f"{x['check']} {x['where']}" for x in run[key]))
+    return "; ".join(parts)
+
+
+EXPLAINED = re.compile(r"^- (\S+) \(gpus (\S+)\) (\S+): (expected \S+, static \S+, --run \S+, plain \S+) (?:--|\u2014) (.+)$")
+
+
+def explanations(path: Path) -> dict:
+    """The doc's one-line causes: ``- CASE (gpus G) CHECK: expected E, static S, --run R, plain P -- CAUSE``
+    (the bench's own disagreement line, then the cause), keyed by (case, gpus, check)."""
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = EXPLAINED.match(line.strip())
+        if m:
+            out[(m.group(1), m.group(2), m.group(3))] = (m.group(4), m.group(5))
+    return out
+
+
+def explain(lines: list[str], causes: dict, cases_: set[str]) -> tuple[list[str], dict]:
+    """Each disagreement with its cause from the doc, or UNEXPLAINED; a cause written for other
+    verdicts is said so (the doc is stale there); causes for rows that no longer disagree are listed."""
+    out, seen, counts = [], set(), {"disagreements": len(lines), "explained": 0, "unexplained": 0, "stale": 0}
+    for line in lines:
+        m = EXPLAINED.match(f"- {line} -- x")
+        key = (m.group(1), m.group(2), m.group(3))
+        seen.add(key)
+        if key not in causes:
+            counts["unexplained"] += 1
+            out.append(f"{line} -- UNEXPLAINED")
+        elif causes[key][0] != m.group(4):
+            counts["stale"] += 1
+            out.append(f"{line} -- STALE (the doc explains {causes[key][0]}): {causes[key][1]}")
+        else:
+            counts["explained"] += 1
+            out.append(f"{line} -- {causes[key][1]}")
+    gone = sorted(k for k in causes if k not in seen and k[0] in cases_)
+    counts["no_longer_disagree"] = len(gone)
+    out += [f"(the doc explains {c} (gpus {g}) {check}, which no longer disagrees)" for c, g, check in gone]
+    return out, counts
+
+
+def print_table(results: dict, causes: dict | None = None) -> dict:
     rs = rows(results)
     meta = results["meta"]
     print(f"Ground truth: {len(results['cases'])} cases, {len(rs)} runs, K={meta['steps']} steps, "
           f"--run timeout {meta['timeout']} s, plain timeout {meta['plain_timeout']} s, "
           f"jobs {meta.get('jobs_done', 0)}/{meta.get('jobs', '?')}")
+    for source in meta.get("sources", []):
+        print(f"- from {source['file']} (started {source['started']}): {source['cases']} cases"
+              + (f", replacing {', '.join(source['overrides'])}" if source["overrides"] else ""))
     print()
     print("| case | gpus | expected | static | --run (observed) | --run end | plain execution |")
     print("|---|---|---|---|---|---|---|")
     for r in rs:
-        doc = r["doctor"]
-        if not doc:
-            end = "not run"
-        elif "error" in doc:
-            end = f"no JSON (rc {doc.get('rc')})"
-        else:
-            end = "; ".join(f"{x['check'].removeprefix('observed-')} {x['status'].upper()}: {x['message'][:90]}"
-                            for x in doc["observed_rows"] if x["check"].startswith("observed-")
-                            and x["status"] != "pass") or f"{doc['run']['steps']} steps"
+        end = run_end(r["doctor"])
         plain = r["plain_text"]
         if r["plain"]:
             plain += "; GPU count, CUDA init order: not observable on CPU"
@@ -738,7 +868,10 @@ def print_table(results: dict) -> dict:
               f"{t['observed_agree']} |")
     print()
     print("Disagreements (expected, static and --run differ, or one says FAIL where plain showed none or not):")
-    for line in disagreements(rs):
+    lines = disagreements(rs)
+    if causes is not None:
+        lines, totals["explained"] = explain(lines, causes, set(results["cases"]))
+    for line in lines:
         print(f"- {line}")
     return totals
 
@@ -754,13 +887,19 @@ def main() -> None:
     parser.add_argument("--plain-timeout", type=float, default=60, help="plain `python SCRIPT` limit, seconds")
     parser.add_argument("--workers", type=int, default=2, help="parallel jobs (at most 2)")
     parser.add_argument("--save", type=Path, help="write the raw results (JSON), as they come")
-    parser.add_argument("--from", dest="from_", type=Path, help="print the table from saved results")
+    parser.add_argument("--from", dest="from_", type=Path, nargs="+",
+                        help="print the table from saved results; several files are merged, a case in a "
+                             "later file replacing the same case in an earlier one (a full run, then reruns)")
+    parser.add_argument("--explain", type=Path, metavar="DOC",
+                        help="give each disagreement its one-line cause from DOC (lines '- <the disagreement "
+                             "line> -- <cause>'), flag those without one (UNEXPLAINED) or written for other "
+                             "verdicts (STALE)")
     args = parser.parse_args()
     if args.from_:
-        results = json.loads(args.from_.read_text(encoding="utf-8"))
+        results = load(args.from_)
     else:
         results = collect(args.cases, args.steps, args.timeout, args.plain_timeout, args.workers, args.save)
-    totals = print_table(results)
+    totals = print_table(results, explanations(args.explain) if args.explain else None)
     meta = results["meta"]
     print(json.dumps({"bench": "doctor_groundtruth", "cases": len(results["cases"]),
                       "runs": sum(len(e["runs"]) for e in results["cases"].values()),

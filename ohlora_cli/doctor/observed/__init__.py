@@ -119,9 +119,21 @@ def _clean(finding: Finding, obs: Observed, observed: list[Finding]) -> str | No
     if obs.steps < 3 or len(censuses) < 3 or any(f.check == "grad-inference" and f.status is Status.FAIL
                                                  for f in observed):
         return None
+    from .analysis import grad_series, rises, settled
+
+    series = grad_series(censuses)
+    counts = ("nodes", "bytes", "held")
+    own = series.get(finding.where, [])
+    # the site's own counts never rose; any other line's (where the graph the static finding
+    # follows may have been tagged: the model call behind `losses.append(loss)`, or "?") settled
+    if any(rises([p[1][c] for p in own]) for c in counts):
+        return None
+    if any(not settled([p[1][c] for p in points]) for points in series.values() for c in counts):
+        return None
     alive = [sum(site.get("nodes", 0) for site in c.get("sites", {}).values()) for c in censuses[1:]]
+    mine = f"; at {finding.where}: {', '.join(str(p[1]['nodes']) for p in own)}" if own else ""
     return (f"{ran}; no autograd graph grew over {len(censuses)} step boundaries (old nodes alive at each: "
-            f"{', '.join(map(str, alive))})")
+            f"{', '.join(map(str, alive))}{mine})")
 
 
 def demote(static: list[Finding], obs: Observed, observed: list[Finding]) -> list[dict]:

@@ -58,6 +58,12 @@ def _birth_text(birth: dict | None) -> str:
     return text
 
 
+def _op_text(meet) -> str:
+    """``cross_entropy`` and, when the float64 tensor was passed by keyword, which one."""
+    keyword = meet.get("keyword")
+    return f"`{meet.get('op')}`" + (f" (the float64 tensor passed as `{keyword}=`)" if keyword else "")
+
+
 def _dtype_evidence(birth: dict | None, meet) -> list[Step]:
     """Born (the user's line, what made it), the library frame and the Dataset it came through,
     then where it met the float32 tensor (the parameter named when there is one)."""
@@ -70,7 +76,7 @@ def _dtype_evidence(birth: dict | None, meet) -> list[Step]:
         if dataset:
             steps.append(Step(dataset.group(2), Role.PASSES, f"`{dataset.group(1)}` returns it"))
     error = f"; the op raised {meet.get('error')}" if meet.get("error") else "; float64 out"
-    steps += _step(meet.where, Role.MEETS, f"`{meet.get('op')}` with float32 {meet.get('other')}{error}"[:300])
+    steps += _step(meet.where, Role.MEETS, f"{_op_text(meet)} with float32 {meet.get('other')}{error}"[:300])
     return steps
 
 
@@ -79,7 +85,7 @@ def dtype_findings(obs: Observed) -> list[Finding]:
     out = []
     for meet in obs.of("meets"):
         birth = births.get(meet.get("born"))
-        chain = (f"{_birth_text(birth)} meets float32 {meet.get('other')} in `{meet.get('op')}` at "
+        chain = (f"{_birth_text(birth)} meets float32 {meet.get('other')} in {_op_text(meet)} at "
                  f"{_at(meet)}")
         born_at = (birth or {}).get("where") or meet.where
         hint = (f"Cast to float32 where it is born ({born_at}): `.float()`, `dtype=torch.float32` or "
@@ -104,6 +110,43 @@ def _growing(values: list[int]) -> bool:
         return False
     ups = sum(1 for a, b in zip(values, values[1:], strict=False) if b > a)
     return all(b >= a for a, b in zip(values, values[1:], strict=False)) and ups >= 2
+
+
+def _kept_window(held: list[int], old: list[int]) -> tuple[int, int] | None:
+    """The longest stretch (first, last index) of at least 3 boundaries where ``held`` (bytes saved
+    for backward, unused, alive) is > 0 and never falls, and in which some of them had already
+    been alive at the boundary before (``old`` > 0: one graph lived across a whole step)."""
+    best, start = None, None
+    for i, value in enumerate(held + [0]):
+        if start is not None and (value <= 0 or value < held[i - 1]):
+            if i - start >= 3 and any(old[start:i]) and (best is None or i - start > best[1] - best[0] + 1):
+                best = (start, i - 1)
+            start = None
+        if start is None and value > 0:
+            start = i
+    return best
+
+
+def rises(values: list[int]) -> list[int]:
+    """The indexes ``i`` where ``values[i + 1] > values[i]``."""
+    return [i for i, (a, b) in enumerate(zip(values, values[1:], strict=False)) if b > a]
+
+
+def settled(values: list[int]) -> bool:
+    """No rise, or a last rise followed by at least 2 boundaries that did not rise (a bounded
+    holder filled up: ``losses[-2:]``), over the boundaries seen."""
+    up = rises(values)
+    return not up or len(values) - 2 - up[-1] >= 2
+
+
+def grad_series(censuses: list) -> dict[str, list]:
+    """Per user line, ``(step, counts)`` at each census from the 2nd on (at the 1st nothing can have
+    survived an earlier one); counts: ``nodes``, ``bytes`` (saved for backward before the
+    previous boundary), ``held`` (saved for backward, unused, alive), ``holders``."""
+    empty = {"nodes": 0, "bytes": 0, "held": 0, "holders": []}
+    sites = {w for c in censuses for w in c.get("sites", {})}
+    return {where: [(c.get("step"), {**empty, **c.get("sites", {}).get(where, {})}) for c in censuses[1:]]
+            for where in sites}
 
 
 _FILLS = {"append", "extend", "insert", "add", "appendleft", "update", "setdefault", "put"}
@@ -147,15 +190,24 @@ def _kept_by(where: str, holders: list[str]) -> list[Step]:
     return steps
 
 
+def _holders_seen(points: list) -> list[str]:
+    """The holders named at any of ``points``, latest first (a graph rebuilt at a boundary has no
+    old nodes yet there, so its holder is named at the boundaries it survived)."""
+    return list(dict.fromkeys(h for _, counts in reversed(points) for h in counts.get("holders") or []))
+
+
+def _calls_between(censuses: list, where: str, first: int, last: int) -> dict:
+    """The per-call stats of ``where`` made between census ``first`` and census ``last`` (indexes)."""
+    before = censuses[first].get("calls", {}).get(where, {})
+    after = censuses[last].get("calls", {}).get(where, {})
+    return {key: after.get(key, 0) - before.get(key, 0) for key in ("calls", "backward", "saved")}
+
+
 def grad_findings(obs: Observed) -> list[Finding]:
     censuses = obs.of("census")
     if not censuses:
         return []
-    series: dict[str, list] = {}
-    empty = {"nodes": 0, "bytes": 0, "holders": []}
-    for where in {w for c in censuses for w in c.get("sites", {})}:
-        # from the 2nd boundary on: at the 1st nothing can have survived an earlier one
-        series[where] = [(c.get("step"), c.get("sites", {}).get(where, empty)) for c in censuses[1:]]
+    series = grad_series(censuses)
     last = censuses[-1]
     codes = last.get("code", {})
     out, growing = [], set()
@@ -178,25 +230,91 @@ def grad_findings(obs: Observed) -> list[Finding]:
         message += ". Memory grows with every step."
         if holders:
             message += f" Held by {', '.join(holders[:3])}."
+        buffers = [h for h in holders if h.startswith("buffer ")]
+        hint = "Run it under `with torch.no_grad():` or keep `.detach()` / `.item()` of it."
+        if buffers:
+            message += (f" The {', '.join(buffers[:3])} of a module is updated in place with autograd on: each "
+                        "update chains the graph of the previous ones.")
+            hint = ("Update the buffer under `with torch.no_grad():`, or copy `.detach()` of the new value into "
+                    "it.")
         evidence = [Step(where, Role.BORN, f"`{codes[where]}` builds the graphs" if codes.get(where) else ""),
                     *_kept_by(where, holders),
                     Step(where, Role.OBSERVED, f"{nodes[0]} -> {nodes[-1]} autograd nodes alive at steps "
                                                f"{points[0][0]}..{points[-1][0]}")]
-        out.append(Finding("grad-inference", Status.FAIL, message, where=where, evidence=evidence,
-                           hint="Run it under `with torch.no_grad():` or keep `.detach()` / `.item()` of it."))
-    for where, stats in last.get("calls", {}).items():
-        if where in growing or stats.get("calls", 0) < 2 or stats.get("backward", 0):
+        out.append(Finding("grad-inference", Status.FAIL, message, where=where, evidence=evidence, hint=hint))
+    kept = _kept_findings(censuses, series, growing, codes)
+    out += kept
+    return out + _waste_findings(censuses, series, growing | {f.where for f in kept}, codes)
+
+
+def _kept_findings(censuses: list, series: dict, growing: set, codes: dict) -> list[Finding]:
+    """FAIL: a line's graphs, built with autograd on and never backpropagated, kept alive across
+    step boundaries without growing (``_kept_window``)."""
+    out = []
+    for where, points in series.items():
+        if where in growing or where == "?":
             continue
-        per_call = stats.get("saved", 0) / stats["calls"]
+        held = [p[1]["held"] for p in points]
+        window = _kept_window(held, [p[1]["bytes"] for p in points])
+        if window is None:
+            continue
+        first, end = window
+        # a training graph waits for its backward across another optimizer's steps (a GAN's
+        # discriminator stepping first): backward reaches that line once the stretch has begun
+        if _calls_between(censuses, where, first + 1, len(censuses) - 1)["backward"] > 0:
+            continue
+        span = points[first:end + 1]
+        steps = f"{span[0][0]}..{span[-1][0]}"
+        holders = _holders_seen(span)
+        code = f" (`{codes[where]}`)" if codes.get(where) else ""
+        message = (f"observed: the graphs built at {where}{code} with autograd on are kept alive across "
+                   f"optimizer steps and no backward ever frees them: {_kb(held[end])} of activations saved "
+                   f"for backward alive at steps {steps} ({', '.join(_kb(h) for h in held[first:end + 1])})")
+        if held[end] > held[first]:
+            message += (f"; it grew from {_kb(held[first])} to {_kb(held[end])}: rebuilt while the old one "
+                        "was still held")
+        message += ". That memory stays taken."
+        if holders:
+            message += f" Held by {', '.join(holders[:3])}."
+        evidence = [Step(where, Role.BORN, f"`{codes[where]}` builds the graphs" if codes.get(where) else ""),
+                    *_kept_by(where, holders),
+                    Step(where, Role.OBSERVED, f"{_kb(held[first])} -> {_kb(held[end])} saved for backward, "
+                                               f"alive and never used, at steps {steps}")]
+        out.append(Finding("grad-inference", Status.FAIL, message, where=where, evidence=evidence,
+                           hint="Run it under `with torch.no_grad():` (or `torch.inference_mode()`), or keep "
+                                "`.detach()` of what it returns."))
+    return out
+
+
+def _waste_findings(censuses: list, series: dict, failed: set, codes: dict) -> list[Finding]:
+    """WARN: a call run with autograd on at least twice after the first step boundary, that backward
+    never reached: activations saved for nothing."""
+    out = []
+    last = censuses[-1]
+    for where in last.get("calls", {}):
+        if where in failed or len(censuses) < 2:
+            continue
+        # from the first step boundary on: a probe forward in a constructor is setup, not waste per step
+        stats = _calls_between(censuses, where, 0, len(censuses) - 1)
+        total = last.get("calls", {})[where]
+        if stats["calls"] < 2 or total.get("backward", 0):
+            continue
+        per_call = stats["saved"] / stats["calls"]
         if per_call <= 0:
             continue
         code = f" (`{codes[where]}`)" if codes.get(where) else ""
+        alive = [max(p[1]["held"], p[1]["bytes"]) for p in series.get(where, [])]
+        if any(alive) or any(p[1]["nodes"] for p in series.get(where, [])):
+            after = (f"The census saw {_kb(max(alive))} of its activations alive at a step boundary (not "
+                     "growth): memory held and time wasted.")
+        else:
+            after = "Nothing from it was alive at a step boundary (not growth), but it is wasted memory and time."
         out.append(Finding("grad-inference", Status.WARN,
-                           f"observed: the call at {where}{code} ran {stats['calls']} times with autograd on and "
-                           f"backward never reached it: each call saves {_kb(per_call)} of activations for a "
-                           "backward that never comes. Nothing from it survived a step (not growth), but it is "
-                           "wasted memory and time.", where=where,
-                           evidence=[Step(where, Role.BORN, f"{stats['calls']} calls with autograd on"),
+                           f"observed: the call at {where}{code} ran {stats['calls']} times after the first "
+                           f"optimizer step with autograd on and backward never reached it: each call saves "
+                           f"{_kb(per_call)} of activations for a backward that never comes. {after}", where=where,
+                           evidence=[Step(where, Role.BORN, f"{stats['calls']} calls with autograd on after the "
+                                                            "first optimizer step"),
                                      Step(where, Role.OBSERVED, "backward never reached their outputs")],
                            hint="Run it under `with torch.no_grad():` (or `torch.inference_mode()`)."))
     return out

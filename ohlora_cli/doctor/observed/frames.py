@@ -12,6 +12,20 @@ import sys
 import sysconfig
 
 _LIBRARY_MARKERS = ("site-packages", "dist-packages", f"{os.sep}ohlora_cli{os.sep}doctor{os.sep}observed{os.sep}")
+# torch's dispatch to torch-function modes (``handle_torch_function``): plumbing between a call and
+# the mode, never what did something on the user's behalf.
+DISPATCH = os.path.join("torch", "overrides.py")
+
+
+def past_dispatch(frame):
+    """The frame that called a torch function dispatched through ``torch/overrides.py``: past
+    ``handle_torch_function`` and the overridable function that called it (``F.mse_loss``, the
+    wrapper of ``Tensor.__rsub__``). ``frame`` itself when it is not the dispatch's."""
+    if not frame.f_code.co_filename.endswith(DISPATCH):
+        return frame
+    while frame.f_back is not None and frame.f_code.co_filename.endswith(DISPATCH):
+        frame = frame.f_back
+    return frame.f_back or frame
 
 
 class UserFiles:
@@ -61,7 +75,7 @@ class UserFiles:
         via = None
         while frame is not None and frame.f_code.co_filename not in self:
             name = frame.f_code.co_filename
-            if via is None and "ohlora_cli" not in name and not name.startswith("<"):
+            if via is None and "ohlora_cli" not in name and not name.startswith("<") and not name.endswith(DISPATCH):
                 via = frame
             frame = frame.f_back
         out: dict = {"where": None, "code": None, "function": None, "via": None}

@@ -151,26 +151,32 @@ class Graphs:
         roots.sort(key=lambda t: "ohlora_site" not in t.grad_fn.metadata)
         for root in roots:
             site = root.grad_fn.metadata.get("ohlora_site")
-            count = self._walk(root.grad_fn, k, seen, keep)
+            count, reached = self._walk(root.grad_fn, k, seen, keep)
+            site = site or reached  # an untagged root (built by library code): the user line it reaches
             if count:
                 nodes[site] = nodes.get(site, 0) + count
                 root_site[id(root)] = site
-        saved = self._saved_bytes(k)
+        saved, held = self._saved_bytes(k)
         holders = self._holders(root_site) if root_site else {}
         report = {}
-        for site in set(nodes) | set(saved) | {s for s in self.series}:
+        for site in set(nodes) | set(saved) | set(held) | {s for s in self.series}:
             entry = (k, nodes.get(site, 0), saved.get(site, 0))
             self.series.setdefault(site, []).append(entry)
-            report[self._place(site)] = {"nodes": entry[1], "bytes": entry[2], "holders": holders.get(site, [])}
+            report[self._place(site)] = {"nodes": entry[1], "bytes": entry[2], "held": held.get(site, 0),
+                                         "holders": holders.get(site, [])}
         calls = {self._place(s): dict(v) for s, v in self.calls.items()}
         self.emit("census", step=k, sites=report, calls=calls, code=self._codes(), examples=self.examples)
         self.examples = 0
 
-    def _walk(self, start, k, seen, keep) -> int:
-        survivors = 0
+    def _walk(self, start, k, seen, keep) -> tuple[int, tuple | None]:
+        """The nodes from ``start`` not walked before that survived an earlier boundary, and the
+        site of the first tagged node met (walked before or not)."""
+        survivors, site = 0, None
         stack = [start]
         while stack and len(seen) < _NODE_LIMIT:
             node = stack.pop()
+            if site is None:
+                site = node.metadata.get("ohlora_site")
             if id(node) in seen:
                 continue
             seen.add(id(node))
@@ -181,22 +187,29 @@ class Graphs:
             for child, _ in node.next_functions:
                 if child is not None and type(child).__name__ != "AccumulateGrad":
                     stack.append(child)
-        return survivors
+        return survivors, site
 
-    def _saved_bytes(self, k: int) -> dict:
-        """Bytes saved for backward before the previous boundary, never used, still alive."""
-        seen_storage: set = set()
+    def _saved_bytes(self, k: int) -> tuple[dict, dict]:
+        """Per site, bytes saved for backward, never used, still alive: those saved before the
+        previous boundary (they survived it), and all of them (``held``: a backward frees what it
+        saved, so what is alive and unused at a boundary belongs to a graph no backward has run)."""
+        seen_old: set = set()
+        seen_held: set = set()
         out: dict = {}
+        held: dict = {}
         for saved in list(self.ledger):
-            if saved.used or saved.step >= k - 1:
+            if saved.used:
                 continue
             storage = saved.tensor.untyped_storage()
             key = storage.data_ptr()
-            if key in seen_storage:
+            if key not in seen_held:
+                seen_held.add(key)
+                held[saved.site] = held.get(saved.site, 0) + storage.nbytes()
+            if saved.step >= k - 1 or key in seen_old:
                 continue
-            seen_storage.add(key)
+            seen_old.add(key)
             out[saved.site] = out.get(saved.site, 0) + storage.nbytes()
-        return out
+        return out, held
 
     def _holders(self, root_site: dict) -> dict:
         """Names in the user's frames and the script's globals whose tensors are graph roots."""
@@ -215,8 +228,11 @@ class Graphs:
                 if name.startswith("__") or id(value) in done:
                     continue
                 done.add(id(value))
-                for site, count, total in _held(value, root_site, self.user):
-                    label = f"`{name}`" + (f" ({total} items, {count} with old graphs)" if total else "")
+                for site, count, total, buffer in _held(value, root_site, self.user, name):
+                    if buffer:
+                        label = f"buffer `{buffer}`"
+                    else:
+                        label = f"`{name}`" + (f" ({total} items, {count} with old graphs)" if total else "")
                     if label not in found.setdefault(site, []):
                         found[site].append(label)
         return found
@@ -238,32 +254,38 @@ def _first_graph_tensor(out):
     return None
 
 
-def _held(value, root_site: dict, user, depth: int = 0):
-    """(site, count, total) for the graph roots ``value`` holds: itself, its items, the
-    attributes of a user object, the buffers of a module."""
+def _held(value, root_site: dict, user, name: str, depth: int = 0):
+    """(site, count, total, buffer) for the graph roots ``value`` (named ``name``) holds: itself,
+    its items, the attributes of a user object, the buffers of a module. ``buffer``: the qualified
+    name (``G.w_avg``) when the root is a registered buffer of a module, else None."""
     if isinstance(value, torch.Tensor):
         site = root_site.get(id(value), False)
-        return [(site, 0, 0)] if site is not False else []
+        return [(site, 0, 0, None)] if site is not False else []
     if depth > 2:
         return []
+    if isinstance(value, torch.nn.Module):
+        return [(root_site[id(b)], 0, 0, f"{name}.{b_name}") for b_name, b in value.named_buffers()
+                if id(b) in root_site]
     items = None
     if isinstance(value, (list, tuple)):
-        items = value
+        items = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
     elif isinstance(value, dict):
-        items = list(value.values())
-    elif isinstance(value, torch.nn.Module):
-        items = [b for _, b in value.named_buffers()]
+        items = [(f"{name}[{key!r}]", v) for key, v in value.items()]
     elif hasattr(value, "__dict__") and getattr(type(value), "__module__", "") in ("__main__",) or (
             hasattr(value, "__dict__") and _user_type(value, user)):
-        items = list(vars(value).values())
+        items = [(f"{name}.{attr}", v) for attr, v in vars(value).items()]
     if not items or len(items) > 100_000:
         return []
     counts: dict = {}
-    for item in items:
-        for site, _, _ in _held(item, root_site, user, depth + 1):
-            counts[site] = counts.get(site, 0) + 1
+    buffers = []
+    for item_name, item in items:
+        for site, _, _, buffer in _held(item, root_site, user, item_name, depth + 1):
+            if buffer:
+                buffers.append((site, 0, 0, buffer))
+            else:
+                counts[site] = counts.get(site, 0) + 1
     total = len(items) if isinstance(value, (list, tuple)) else 0
-    return [(site, count, total) for site, count in counts.items()]
+    return [(site, count, total, None) for site, count in counts.items()] + buffers
 
 
 def _user_type(value, user) -> bool:

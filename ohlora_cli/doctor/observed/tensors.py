@@ -14,6 +14,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .devices import is_cuda
+from .frames import past_dispatch
 
 F64 = torch.float64
 # Calls that read or convert float64 without computing with float32 (no meeting to report).
@@ -22,6 +23,12 @@ _QUIET = {"to", "type", "double", "float", "half", "copy_", "__setitem__", "__ge
           "gt", "ge", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "isnan", "isfinite", "equal",
           "allclose", "isclose", "shape", "dtype", "device", "__len__", "__iter__", "numel", "cat", "stack",
           "where", "masked_fill", "fill_", "zero_", "__get__", "contiguous", "view", "reshape"}
+
+
+_OVERRIDES = torch.overrides.__file__
+# Python's augmented assignments on a tensor (``buf += x``): in place, like the ``*_`` methods.
+_AUGMENTED = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__", "__ipow__",
+              "__imatmul__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__"}
 
 
 def _name(func) -> str:
@@ -63,6 +70,20 @@ def _float32_peer(args):
         if isinstance(a, torch.Tensor) and a.dtype is not F64 and a.is_floating_point() and a.numel() > 1:
             return a
     return None
+
+
+def _keyword_float64(kwargs) -> tuple[str | None, torch.Tensor | None]:
+    """The first float64 tensor passed by keyword (``weight=``, ``pos_weight=``) and its keyword;
+    ``out=`` is where a result goes, not an input."""
+    for key, value in kwargs.items():
+        if key != "out" and isinstance(value, torch.Tensor) and value.dtype is F64:
+            return key, value
+    return None, None
+
+
+def _in_place(func) -> bool:
+    name = _name(func)
+    return (name.endswith("_") and not name.endswith("__")) or name in _AUGMENTED
 
 
 def _param_name(tensor, frame) -> str | None:
@@ -143,9 +164,12 @@ class Observer(TorchFunctionMode):
             elif isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor) and a[0].dtype is F64:
                 f64 = a[0]
                 break
+        keyword, f64 = _keyword_float64(kwargs) if f64 is None and kwargs else (None, f64)
         if f64 is not None:
             other = _float32_peer(args)
         caller = sys._getframe(1)
+        if caller.f_code.co_filename == _OVERRIDES:  # F.mse_loss, Tensor.__rsub__: dispatched in torch
+            caller = past_dispatch(caller)
         graphs = self.graphs
         user_op = graphs.depth == 0 and caller.f_code.co_filename in self.user and torch.is_grad_enabled()
         previous = graphs.site
@@ -155,17 +179,27 @@ class Observer(TorchFunctionMode):
             out = func(*args, **kwargs)
         except RuntimeError as exc:
             if f64 is not None and other is not None:
-                self._meets(func, f64, other, error=f"{type(exc).__name__}: {exc}")
+                self._meets(func, f64, other, error=f"{type(exc).__name__}: {exc}", keyword=keyword)
             raise
         finally:
             graphs.site = previous
         if user_op and isinstance(out, torch.Tensor) and out.grad_fn is not None:
             graphs.tag(out.grad_fn, (caller.f_code.co_filename, caller.f_lineno))
+        elif graphs.depth and args and out is args[0] and caller.f_code.co_filename in self.user:
+            self._tag_in_place(func, out, caller)
         if isinstance(out, torch.Tensor) and out.dtype is F64:
-            self._float64(func, args, out, f64, other)
+            self._float64(func, args, out, f64, other, keyword)
         return out
 
-    def _float64(self, func, args, out, f64, other) -> None:
+    def _tag_in_place(self, func, out, caller) -> None:
+        """An in-place op on a user line inside a module's forward (GenForce's
+        ``self.w_avg.copy_(...)``) with autograd on: the tensor it changed (a buffer, often) now
+        carries a graph; the user's line is its site."""
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None and _in_place(func) \
+                and torch.is_grad_enabled():
+            self.graphs.tag(out.grad_fn, (caller.f_code.co_filename, caller.f_lineno))
+
+    def _float64(self, func, args, out, f64, other, keyword=None) -> None:
         """``out`` is float64: a birth (no float64 input), else the tag passes on; float32
         met on the way is a silent promotion."""
         if f64 is None:
@@ -179,9 +213,9 @@ class Observer(TorchFunctionMode):
             except (AttributeError, RuntimeError):
                 pass
         if other is not None and _name(func) not in _QUIET:
-            self._meets(func, f64, other, error=None, depth=3)
+            self._meets(func, f64, other, error=None, depth=3, keyword=keyword)
 
-    def _meets(self, func, f64, other, *, error: str | None, depth: int = 2) -> None:
+    def _meets(self, func, f64, other, *, error: str | None, depth: int = 2, keyword: str | None = None) -> None:
         frame = sys._getframe(depth)
         site = self.user.site(frame)
         key = (site["where"], _name(func), error is None)
@@ -191,7 +225,7 @@ class Observer(TorchFunctionMode):
         tag = getattr(f64, "_ohlora_born", None)
         self.emit("meets", op=_name(func), born=tag, error=error,
                   other=_param_name(other, frame) or f"a {str(other.dtype).replace('torch.', '')} tensor",
-                  other_is_param=isinstance(other, torch.nn.Parameter), **site)
+                  other_is_param=isinstance(other, torch.nn.Parameter), keyword=keyword, **site)
 
     def _cpu(self, func, args, kwargs):
         """Device arguments that name CUDA become the CPU (recorded as CUDA uses)."""
