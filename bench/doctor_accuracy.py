@@ -15,6 +15,9 @@ Usage:
    search tool's ``fetch`` (a git dir under --mirrors); the entry's folder is extracted at that
    commit into a temporary folder (nothing is copied into this project), optional ``edits``
    rebuild a state the author described but never committed, and the analysis runs on it.
+   ``remaining`` (optional, same shape as ``expected``) lists real failures a state still has that
+   are not the one it stands for (a fix that never touched them): found, they are reported as
+   "remaining", neither as the entry's bug nor as a false finding, and a fix state stays clean.
    With ``--run``, each entry with a ``"run"`` key (``{"maker", "steps", "timeout", "gpus", "args"}``)
    is prepared by its maker (bench/realcode/run_makers: synthetic data in the schema the script
    reads, tiny models) and run under ``ohlora doctor SCRIPT --run --json``: found by the static
@@ -60,6 +63,11 @@ def analyse(script: Path, gpus: int | None) -> list:
 
 def _matches(finding, expected: dict) -> bool:
     return finding.check == expected["check"] and finding.where in expected["at"]
+
+
+def _remaining(entry: dict, finding) -> bool:
+    """Is ``finding`` one of the entry's ``remaining`` failures (true, though not what the entry is about)?"""
+    return any(_matches(finding, r) for r in entry.get("remaining", []))
 
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -164,10 +172,13 @@ def verdict(entry: dict, findings: list, error: str | None) -> tuple[str, list, 
     """(verdict, findings nobody expected, WARNs on lines the manifest calls acceptable).
 
     ``expected``: real failures, to be found as FAIL. ``acceptable``: patterns where a WARN is
-    defensible though nothing fails (a graph built and dropped by a sampler); a FAIL there is false."""
+    defensible though nothing fails (a graph built and dropped by a sampler); a FAIL there is false.
+    ``remaining``: real failures a state still has that are not the failure it is listed for (a fix
+    that never touched them); a finding there is true whatever its status, and the verdict says so."""
     if error:
         return "crash", [], []
-    left = list(findings)
+    kept = [f for f in findings if f.status.value in ("fail", "warn") and _remaining(entry, f)]
+    left = [f for f in findings if f not in kept]
     caught = warned = overstated = 0
     for expected in entry["expected"]:
         want = expected.get("status", "fail")  # "warn" where the truth depends on the machine (GPU count)
@@ -191,6 +202,8 @@ def verdict(entry: dict, findings: list, error: str | None) -> tuple[str, list, 
             "overstated as FAIL" if caught + warned + overstated == n else "missed"
     else:
         text = "clean"
+    if kept:
+        text += " + remaining " + ("FAIL" if any(f.status.value == "fail" for f in kept) else "WARN")
     if justified:
         text += " + acceptable WARN"
     if any(f.status.value == "fail" for f in extra) or overstated:
@@ -349,6 +362,14 @@ def _fix_state(entry: dict) -> bool:
     return not entry["expected"] and entry.get("label", "").startswith("fixed")
 
 
+def fix_clean(entry: dict, observed: list, error: str | None) -> bool | None:
+    """For a fix state: did its run end without an error and without a FAIL, but for the failures the
+    manifest says the fix left alone (``remaining``)? None for any other state."""
+    if not _fix_state(entry):
+        return None
+    return error is None and not any(f.status.value == "fail" and not _remaining(entry, f) for f in observed)
+
+
 def real_run(manifests: list[Path], mirrors: Path, only: set[int] | None = None) -> dict:
     """Every entry with a ``run`` key: the static verdict and the observed run's verdict."""
     rows = []
@@ -384,8 +405,7 @@ def real_run(manifests: list[Path], mirrors: Path, only: set[int] | None = None)
                                 "run": _run_verdict(today, judged, got, crash)}
             rows.append({**row, "static": static_text, "run": run_text,
                          "both": static_text.startswith("caught") and run_text.startswith("caught"),
-                         "fix_clean": (not any(f.status.value == "fail" for f in observed)
-                                       and got["error"] is None) if _fix_state(entry) else None,
+                         "fix_clean": fix_clean(entry, observed, got["error"]),
                          "crash": (f"{crash.where}: {crash.message[:300]}" if crash else got["error"]),
                          "steps": got.get("run", {}).get("steps"), "seconds": round(got["seconds"], 1),
                          "observed": [f"{f.check}:{f.status.value}@{f.where}" for f in observed

@@ -3,13 +3,15 @@ on the fix of its third, judged against the truth of its time and today's.
 
 Runs the real script (extracted from the fetched mirror of WannaBeSuperteur/AI_Projects, unchanged)
 under ``ohlora doctor --run`` with the maker's synthetic data: the float64 labels seed state must be
-observed with both sites, and its committed fix must run its first steps with no FAIL. Skipped where
+observed with both sites, and its committed fix must run its first steps with no FAIL; the maker of
+failure 2 (StyleGAN-FineTune-v2) must write what that script loads. Skipped where
 the mirror is absent (CI has none): fetch it with the search tool's ``fetch github:WannaBeSuperteur/AI_Projects``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +66,62 @@ def test_oh_lora_fix_3_is_judged_against_both_truths(tmp_path):
     # the table prints a row per truth
     printed = [line for line in done.stdout.splitlines() if line.startswith(f"| {FIXED_3} |")]
     assert len(printed) == 2 and "today" in printed[1], done.stdout[-2000:]
+
+
+V2_SEED = 4  # "seed bug 2" (test images without torch.no_grad()), ohlora.json
+
+# Run in the extracted folder with the maker's PYTHONPATH: the repository's own loaders read what the
+# maker wrote, the way run_stylegan_fine_tuning_v2.py does before its first training step.
+READS_V2 = """
+import json, sys
+import torch
+from PIL import Image
+import stylegan_modified.stylegan_generator as gen
+from stylegan_modified.stylegan_generator_v2 import load_cnn_model
+from global_common.visualize_tensor import save_tensor_png
+from run_stylegan_fine_tuning_v2 import get_stylegan_fine_tuning_dataloader
+
+folder = sys.argv[1]
+generator = gen.StyleGANGenerator(resolution=256)
+generator.load_state_dict(torch.load(folder + '/stylegan_gen_fine_tuned_v1.pth', weights_only=True))
+cnn = load_cnn_model(folder + '/stylegan_gen_fine_tuned_v2_cnn.pth', torch.device('cpu'))
+batch = next(iter(get_stylegan_fine_tuning_dataloader()))
+generator.eval()
+with torch.no_grad():
+    image = generator(torch.randn(2, 512), label=torch.randn(2, 7))['image']
+    scores = cnn(image)
+save_tensor_png(image[0], image_save_path=sys.argv[2])
+print(json.dumps({"lod": float(generator.synthesis.lod), "image": list(image.shape), "scores": list(scores.shape),
+                  "batch": list(batch['image'].shape), "png": list(Image.open(sys.argv[2]).size)}))
+"""
+
+
+def test_stylegan_v2_maker_writes_what_the_script_loads(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.insert(0, str(ROOT / "bench" / "realcode"))
+    try:
+        import doctor_accuracy
+        from run_makers import MAKERS
+    finally:
+        del sys.path[:2]
+    entry = json.loads((ROOT / "bench" / "realcode" / "ohlora.json").read_text())[V2_SEED]
+    entry = {**entry, "run": {**entry["run"], "lod": 6}}
+    work = tmp_path / "work"
+    work.mkdir()
+    root = doctor_accuracy.prepare(doctor_accuracy.git_dir(MIRROR.parent, entry["repo"]), entry, work)
+    made = MAKERS["stylegan_v2"](root, entry)
+
+    folder = root / "stylegan_modified"
+    # the CNN is loaded, not trained; StyleGAN-FineTune-v2 is absent, so the script trains it
+    assert (folder / "stylegan_gen_fine_tuned_v2_cnn.pth").is_file()
+    assert not (folder / "stylegan_gen_fine_tuned_v2.pth").exists()
+    env = {**os.environ, **made["env"], "CUDA_VISIBLE_DEVICES": ""}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env["PYTHONPATH"]])
+    done = subprocess.run([sys.executable, "-c", READS_V2, str(folder), str(tmp_path / "test.png")], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["lod"] == 6  # the run key reached the buffer through the script's load_state_dict
+    assert got["image"] == [2, 3, 256, 256] and got["scores"] == [2, 7], got  # the CNN's input size
+    assert got["batch"][1:] == [3, 256, 256], got
+    assert got["png"] == [256, 256], got  # the cv2 stand-in's imencode gave a PNG the script writes

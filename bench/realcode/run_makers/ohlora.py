@@ -4,7 +4,8 @@
   (``img_no, img_path`` and the seven ``*_score`` columns, z-scored floats written with decimals, so
   that pandas reads float64 as it did the real file); the StyleGAN weights the script loads, built by
   importing the repository's own generator / discriminator classes from the extracted folder and
-  saving their random initialisation with ``torch.save``.
+  saving their random initialisation with ``torch.save``. ``stylegan_v2`` also writes the
+  property-score CNN's weights and sets the generator's level of detail from the run key ``lod``.
 - ``vectorfind_v6``: the same, plus the files the VectorFind script reads at import.
 - ``llm_unsloth_test``: the fine-tuning CSV, a tiny Gemma-2 model (random weights, built from a
   config) in ``llm/models/original``, and an offline tokenizer for ``unsloth/gemma-2-2b-it`` in a
@@ -56,9 +57,25 @@ STANDINS = {
         COLOR_RGB2BGR = 4
 
 
+        IMWRITE_PNG_COMPRESSION = 16
+
+
         def imwrite(path, image, *args):
             """Stand-in: the image is not written."""
             return True
+
+
+        def imencode(ext, img, params=None):
+            """Stand-in: PNG bytes (PIL) of ``img`` clipped to uint8, as ``(ok, uint8 array)``."""
+            import io
+
+            import numpy as np
+            from PIL import Image
+
+            pixels = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format="PNG")
+            return True, np.frombuffer(buffer.getvalue(), dtype=np.uint8)
 
 
         def imread(path, *args):
@@ -166,11 +183,11 @@ def score_csv(path: Path, images: list[Path], columns: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def build_weights(root: Path, code: str, standin_path: str) -> None:
+def build_weights(root: Path, code: str, standin_path: str, args: tuple = ()) -> None:
     """Run ``code`` in a fresh interpreter in ``root`` (the repository's own classes are imported
     from the extracted folder; nothing of it enters this project) to save random weights."""
     env = {**os.environ, "PYTHONPATH": _pythonpath(str(root), standin_path), "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=root, env=env,
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], cwd=root, env=env,
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"building the weights failed in {root}: {done.stderr[-2000:]}")
@@ -187,13 +204,21 @@ STYLEGAN_PRETRAINED = """
                "stylegan/stylegan_model.pth")
 """
 
-STYLEGAN_FINETUNE_V1 = """
+STYLEGAN_FINETUNE_V2_INPUTS = """
+    import sys
     import torch
     import stylegan_modified.stylegan_generator as gen
+    from stylegan_modified.stylegan_generator_v2_cnn import PropertyScoreCNN
 
+    lod = float(sys.argv[1])
     torch.manual_seed(0)
-    torch.save(gen.StyleGANGenerator(resolution=256).state_dict(),
-               "stylegan_modified/stylegan_gen_fine_tuned_v1.pth")
+    state = gen.StyleGANGenerator(resolution=256).state_dict()
+    # the synthesis network's level of detail is a buffer: the script's load_state_dict carries it
+    # into every generator it builds from this file (v1, restructured v1, StyleGAN-FineTune-v2)
+    state["synthesis.lod"] = torch.tensor(lod)
+    torch.save(state, "stylegan_modified/stylegan_gen_fine_tuned_v1.pth")
+    # the property-score CNN the script loads before it would train one
+    torch.save(PropertyScoreCNN().state_dict(), "stylegan_modified/stylegan_gen_fine_tuned_v2_cnn.pth")
 """
 
 
@@ -215,12 +240,19 @@ def stylegan_v1(root: Path, entry: dict) -> dict:
 
 
 def stylegan_v2(root: Path, entry: dict) -> dict:
-    """run_stylegan_fine_tuning_v2.py (seed failure 2 and its fix): the v1 data, the fine-tuned v1
-    generator as a bare state dict, and the global_common folder the entry's ``extra`` brings."""
+    """run_stylegan_fine_tuning_v2.py (seed failure 2 and its fix): the v1 data (2 rows: with the
+    CNN's weights present the script never iterates them), the fine-tuned v1 generator as a bare
+    state dict with ``synthesis.lod`` set to the run key ``lod`` (0 = full 256 x 256 synthesis; 6 =
+    the 4 x 4 block upsampled to 256 x 256: fewer synthesis layers run, the same code path, images of
+    the same shape for the CNN), the property-score CNN's weights (so the script loads them instead of
+    training the CNN to early stopping), and the global_common folder the entry's ``extra`` brings.
+    No StyleGAN-FineTune-v2 weights: the script must train it, which is where failure 2 lives."""
+    spec = entry.get("run", {})
     shim = standins(root.parent, ["torchinfo", "torchview", "cv2", "bs4", "sklearn", "sklearn.metrics",
                                   "sklearn.model_selection"])
-    _stylegan_data(root, entry.get("run", {}).get("rows", 2))
-    build_weights(root, STYLEGAN_FINETUNE_V1, shim)
+    _stylegan_data(root, spec.get("rows", 2))
+    (root / "stylegan_modified" / "stylegan_gen_fine_tuned_v2.pth").unlink(missing_ok=True)
+    build_weights(root, STYLEGAN_FINETUNE_V2_INPUTS, shim, (spec.get("lod", 0),))
     return {"cwd": root.parent, "args": [], "env": {"PYTHONPATH": _pythonpath(shim)}}
 
 
