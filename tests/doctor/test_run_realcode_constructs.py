@@ -156,7 +156,7 @@ def test_trainer_batch_multiplied_by_gpus_is_found_whether_refused_or_stepped(pr
         assert "8 with 1 GPU, 16 with 2" in message and not crashes, result.output
 
 
-def _runs(given: int, single_steps: bool):
+def _runs(given: int, single_steps: bool, **facts):
     """The events of a run with 2 simulated GPUs that trl refused at the Trainer line, and of the
     run with 1 GPU (its first step counted 2 examples, or it reached no step)."""
     from pathlib import Path
@@ -169,7 +169,7 @@ def _runs(given: int, single_steps: bool):
                                                  "config": "SFTConfig", "config_where": "common.py:15",
                                                  "config_code": "training_args = SFTConfig(", "per_device": 2,
                                                  "n_gpu": n_gpu, "accumulation": 1, "examples": examples,
-                                                 "code": "trainer = SFTTrainer("})
+                                                 "code": "trainer = SFTTrainer(", **facts})
 
     many = Observed("train.py", Path("."), [trainer(2, given), Event("crash", "common.py:29", {"type": "ValueError",
                                                                                             "message": "no."})],
@@ -202,3 +202,45 @@ def test_a_refusal_with_an_unmultiplied_batch_stays_a_crash():
     found = findings(many, one)
     assert not [f for f in found if f.check == "multi-gpu-batch" and f.status.value == "fail"], found
     assert [f.where for f in found if f.check == "observed-run" and f.status.value == "fail"] == ["common.py:29"]
+
+
+@pytest.mark.parametrize("fact, status", [({"device_map": True}, "warn"), ({"accelerator": True}, None)])
+def test_what_the_trainer_was_given_yields_to_what_a_cpu_cannot_settle(fact, status):
+    """A model loaded with a device_map may be model-parallel on the GPU machine (n_gpu 1): WARN,
+    not FAIL; an Accelerator made before the Trainer means `accelerate launch`: no finding."""
+    from ohlora_cli.doctor.observed.analysis import findings
+
+    many, one = _runs(4, True, **fact)
+    batch = [f for f in findings(many, one) if f.check == "multi-gpu-batch" and f.status.value != "pass"]
+    assert [f.status.value for f in batch] == ([status] if status else []), batch
+
+
+LAUNCH = {"accelerator": ("from accelerate import Accelerator\naccelerator = Accelerator()\n", None),
+          "device_map": ("", 'LlamaForCausalLM.from_pretrained("tiny", device_map="auto")')}
+
+
+@pytest.mark.parametrize("launch", ["accelerator", "device_map"])
+def test_trainer_figure_yields_to_a_launcher_or_a_device_map(project, launch):
+    """The same refused Trainer given 8 x 2 GPUs: an Accelerator made by the script (meant for
+    `accelerate launch`) leaves no batch finding; a model loaded with a device_map a WARN."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1,
+                                 max_position_embeddings=16)).save_pretrained(project / "tiny")
+    (project / "vendor" / "site-packages").mkdir(parents=True)
+    write(project / "vendor" / "site-packages", "one_device.py", REFUSING)
+    before, loaded = LAUNCH[launch]
+    text = LLM.format(trainer_import=textwrap.indent(IMPORTS["refused"], "    ")[4:], per_device=BATCHES["fixed"])
+    indent = next(line for line in text.splitlines() if "torch.manual_seed(0)" in line).split("torch")[0]
+    text = text.replace("torch.manual_seed(0)\n", "torch.manual_seed(0)\n" + textwrap.indent(before, indent))
+    if loaded:
+        text = text.replace("model = LlamaForCausalLM(LlamaConfig(", f"model = {loaded}\n{indent}unused = (LlamaConfig(")
+    write(project, "train.py", text)
+    result = runner.invoke(app, ["doctor", "train.py", "--run", "--json", "--timeout", str(HANG_S), "--gpus", "2",
+                                 "--steps", "1"])
+    assert result.stdout.strip(), (result.exception, result.output)
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not observed(data, "multi-gpu-batch", "fail"), result.output
+    warns = observed(data, "multi-gpu-batch", "warn")
+    assert len(warns) == (1 if launch == "device_map" else 0), result.output

@@ -429,7 +429,9 @@ def _given_finding(obs: Observed, single: Observed, trainer) -> Finding | None:
         one = ones[0].get("examples") if ones else 0
         counted = "given to the Trainer with 1 GPU (that run reached no optimizer step either)"
     given = trainer.get("examples") or 0
-    if not one or given <= one:
+    if not one or given <= one or trainer.get("accelerator"):
+        # an Accelerator made before the Trainer: a script for `accelerate launch`, where each
+        # process has one GPU (the static analysis reads it the same way)
         return None
     config_where = trainer.get("config_where")
     config = trainer.get("config")
@@ -464,7 +466,14 @@ def _given_finding(obs: Observed, single: Observed, trainer) -> Finding | None:
                 f"{'; this one stops there instead' if refusal is not None else ''}.")
     evidence += _step(config_where or trainer.where, Role.OBSERVED,
                       f"{one} examples with 1 GPU, {given} given with {obs.gpus} (simulated)")
-    return Finding("multi-gpu-batch", Status.FAIL, message, where=config_where or trainer.where,
+    status = Status.FAIL
+    if trainer.get("device_map"):
+        # transformers treats a model spread over several GPUs as model-parallel (n_gpu 1): where
+        # it lands is the GPU machine's to say, and on a CPU it lands on the CPU
+        status = Status.WARN
+        message += (" The model was loaded with a device_map: spread over the GPUs, the Trainer treats it as "
+                    "model-parallel and takes one GPU's batch; on one GPU it multiplies. A CPU cannot tell which.")
+    return Finding("multi-gpu-batch", status, message, where=config_where or trainer.where,
                    evidence=evidence, hint=GPU_HINT)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import weakref
 
 # What a query does on a GPU machine (torch 2.14): "init" initialises the driver (a later
 # CUDA_VISIBLE_DEVICES is ignored); "count" reads the count through NVML without initialising,
@@ -152,6 +153,7 @@ def simulate_trainer_gpus(cuda: Cuda) -> None:
     with the user's call line, the line that built its arguments and the examples per optimizer
     step it was given ("trainer"): what a run that never reaches a step can still compare."""
     built: dict[int, tuple] = {}  # id(args) -> (args, the user's site): which line built them
+    accelerators, device_mapped = _launch_facts(cuda)
 
     def patch_args(module) -> None:
         args_class = getattr(module, "TrainingArguments", None)
@@ -201,13 +203,64 @@ def simulate_trainer_gpus(cuda: Cuda) -> None:
         cuda.emit("trainer", trainer=type(trainer).__name__, module=type(trainer).__module__,
                   config=type(args).__name__, config_where=config_site.get("where"),
                   config_code=config_site.get("code"), per_device=per_device, n_gpu=n_gpu,
-                  accumulation=accumulation, examples=args.train_batch_size * accumulation, **cuda.user.site())
+                  accumulation=accumulation, examples=args.train_batch_size * accumulation,
+                  accelerator=bool(accelerators), device_map=trainer.model in device_mapped,
+                  **cuda.user.site())
 
     for name, patch in (("transformers.training_args", patch_args), ("transformers.trainer", patch_trainer)):
-        if name in sys.modules:
-            patch(sys.modules[name])
-        else:
-            sys.meta_path.insert(0, _AfterImport(name, patch))
+        _on_import(name, patch)
+
+
+def _on_import(name: str, patch) -> None:
+    """``patch(module)`` now if ``name`` is imported, else right after its import."""
+    if name in sys.modules:
+        patch(sys.modules[name])
+    else:
+        sys.meta_path.insert(0, _AfterImport(name, patch))
+
+
+def _launch_facts(cuda: Cuda) -> tuple[list, weakref.WeakSet]:
+    """What a CPU run cannot settle, for the Trainer record: the Accelerators made by the user's
+    own code (a script meant for `accelerate launch`; the Trainer's own is made from transformers'
+    frames), and the models loaded with a ``device_map`` (on a CPU it leaves no trace on them)."""
+    accelerators: list[str] = []
+    device_mapped: weakref.WeakSet = weakref.WeakSet()
+
+    def patch_accelerator(module) -> None:
+        accelerator_class = getattr(module, "Accelerator", None)
+        if accelerator_class is None:
+            return
+        real_init = accelerator_class.__init__
+
+        @functools.wraps(real_init)
+        def init(self, *args, **kwargs):
+            if cuda.user.caller_line():
+                accelerators.append(type(self).__name__)
+            real_init(self, *args, **kwargs)
+
+        accelerator_class.__init__ = init
+
+    def patch_loading(module) -> None:
+        base = getattr(module, "PreTrainedModel", None)
+        real = base.__dict__.get("from_pretrained") if base is not None else None
+        if not isinstance(real, classmethod):
+            return
+
+        @functools.wraps(real.__func__)
+        def from_pretrained(cls, *args, **kwargs):
+            model = real.__func__(cls, *args, **kwargs)
+            if kwargs.get("device_map") is not None:
+                try:
+                    device_mapped.add(model)
+                except TypeError:  # a tuple (output_loading_info=True) or an object without weakrefs
+                    pass
+            return model
+
+        base.from_pretrained = classmethod(from_pretrained)
+
+    _on_import("accelerate.accelerator", patch_accelerator)
+    _on_import("transformers.modeling_utils", patch_loading)
+    return accelerators, device_mapped
 
 
 def is_cuda(device) -> bool:
