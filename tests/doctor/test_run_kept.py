@@ -3,37 +3,11 @@ never backpropagated and kept alive across optimizer steps without growing (a FA
 static FAIL the run saw rising is never demoted; a constructor's probe forward is setup, not a
 per-call waste. Real small scripts, run through the CLI in a child process; nothing is mocked."""
 
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 from bounds import HANG_S
+from observing import doctor_json, line, observe, observed
 from scripts import write
-from typer.testing import CliRunner
-
-from ohlora_cli.cli import app
-
-runner = CliRunner()
-
-
-def line(path, marker):
-    found = [i for i, text in enumerate(path.read_text().splitlines(), 1) if marker in text]
-    assert len(found) == 1, (marker, found)
-    return f"{path.name}:{found[0]}"
-
-
-def observe(*args):
-    result = runner.invoke(app, ["doctor", "train.py", "--run", "--json", "--timeout", str(HANG_S), *args])
-    assert "Traceback" not in result.stdout, result.output
-    return result, json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def observed(data, check, status):
-    return [f for f in data["findings"] if f["check"] == check and f["status"] == status
-            and f["message"].startswith("observed")]
-
 
 # --- kept: rebuilt every 2 steps with autograd on, held in a variable between ----------------------
 
@@ -57,7 +31,7 @@ SAMPLES = """
 
 def test_samples_kept_with_autograd_on_are_a_fail_with_the_line_and_the_holder(project):
     script = write(project, "train.py", SAMPLES)
-    result, data = observe("--steps", "8")
+    result, data = observe("train.py", "--steps", "8")
     assert data["run"]["steps"] == 8, result.output
     [fail] = observed(data, "grad-inference", "fail")
     assert fail["where"] == line(script, "# SAMPLES"), result.output
@@ -74,7 +48,7 @@ def test_samples_kept_with_autograd_on_are_a_fail_with_the_line_and_the_holder(p
 ], ids=["no-grad-twin", "last-loss-after-backward"])
 def test_samples_under_no_grad_and_a_kept_loss_are_clean(project, text):
     write(project, "train.py", text)
-    result, data = observe("--steps", "8")
+    result, data = observe("train.py", "--steps", "8")
     assert data["run"]["steps"] == 8, result.output
     assert not observed(data, "grad-inference", "fail"), result.output
     assert not observed(data, "grad-inference", "warn"), result.output
@@ -84,7 +58,7 @@ def test_a_preview_rebuilt_every_step_is_a_warn_that_never_says_nothing_survived
     """Each preview lives across one boundary only (replaced by the next): waste, not kept; the
     census saw it alive at the boundaries, so the WARN must not say nothing from it was."""
     script = write(project, "train.py", SAMPLES.replace("if step % 2 == 0:\n            ", ""))
-    result, data = observe("--steps", "6")
+    result, data = observe("train.py", "--steps", "6")
     assert not observed(data, "grad-inference", "fail"), result.output
     [warn] = observed(data, "grad-inference", "warn")
     assert warn["where"] == line(script, "# SAMPLES"), result.output
@@ -117,7 +91,7 @@ CRITIC = """
 
 def test_a_generator_graph_waiting_for_its_backward_across_the_critic_steps_is_not_kept(project):
     write(project, "train.py", CRITIC)
-    result, data = observe("--steps", "6")
+    result, data = observe("train.py", "--steps", "6")
     assert data["run"]["steps"] == 6, result.output
     assert not observed(data, "grad-inference", "fail"), result.output
 
@@ -151,7 +125,7 @@ PROBE = """
 
 def test_a_constructor_probe_forward_is_setup_not_waste(project):
     write(project, "train.py", PROBE)
-    result, data = observe("--steps", "4")
+    result, data = observe("train.py", "--steps", "4")
     assert data["run"]["steps"] == 4, result.output
     assert not observed(data, "grad-inference", "warn"), result.output
     assert not observed(data, "grad-inference", "fail"), result.output
@@ -176,14 +150,6 @@ RISING = """
 """
 
 
-def doctor_json(project, *args):
-    """``ohlora doctor train.py ARGS --json`` in a fresh interpreter, as a user runs it."""
-    done = subprocess.run([sys.executable, "-m", "ohlora_cli", "doctor", "train.py", *args, "--json"], cwd=project,
-                          capture_output=True, text=True, timeout=2 * HANG_S, env=dict(os.environ))
-    assert "Traceback" not in done.stdout, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.parametrize("keep", ["losses.append(loss)  # SITE", "total += loss  # SITE"],
                          ids=["growth-under-the-model-line", "growth-under-its-own-line"])
 def test_a_static_fail_the_run_saw_rising_is_not_demoted(project, keep):
@@ -191,10 +157,10 @@ def test_a_static_fail_the_run_saw_rising_is_not_demoted(project, keep):
     growth needs; the run did not see it clean, so the static FAIL stays a FAIL."""
     script = write(project, "train.py", RISING.replace("KEEP", keep))
     site = line(script, "# SITE")
-    static = doctor_json(project)
+    static, _ = doctor_json(project)
     assert [f["status"] for f in static["findings"] if f["check"] == "grad-inference" and f["where"] == site] \
         == ["fail"], static
-    data = doctor_json(project, "--run", "--timeout", str(HANG_S), "--steps", "3")
+    data, _ = doctor_json(project, "--run", "--timeout", str(HANG_S), "--steps", "3")
     assert data["run"]["steps"] == 3, data["run"]
     assert not observed(data, "grad-inference", "fail"), data
     [finding] = [f for f in data["findings"] if f["check"] == "grad-inference" and f["where"] == site]

@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 from bounds import HANG_S
+from observing import observed
 from scripts import write
 from typer.testing import CliRunner
 
@@ -45,11 +46,6 @@ TRAINER = """
 """
 
 SET = 'os.environ["CUDA_VISIBLE_DEVICES"] = "0"'
-
-
-def observed(data, check, status):
-    return [f for f in data["findings"] if f["check"] == check and f["status"] == status
-            and (f["check"].startswith("observed-") or f["message"].startswith("observed"))]
 
 
 @pytest.mark.parametrize("place", ["first", "after-init"])

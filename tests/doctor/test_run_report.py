@@ -3,31 +3,17 @@ their chain as ``evidence`` (sites and roles asserted, never wording); static wa
 whose line the run never executed are listed; a static FAIL the run executed and saw clean is
 demoted to a WARN. Real tiny torch scripts, run through the CLI in a child process."""
 
-import json
-import os
-import subprocess
 import sys
 
 import pytest
 from bounds import HANG_S
+from observing import doctor_json, line, observe
 from scripts import write
 from typer.testing import CliRunner
 
 from ohlora_cli.cli import app
 
 runner = CliRunner()
-
-
-def line(path, marker):
-    found = [i for i, text in enumerate(path.read_text().splitlines(), 1) if marker in text]
-    assert len(found) == 1, (marker, found)
-    return f"{path.name}:{found[0]}"
-
-
-def observe(*args):
-    result = runner.invoke(app, ["doctor", *args, "--run", "--json", "--timeout", str(HANG_S)])
-    assert "Traceback" not in result.stdout, result.output
-    return result, json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def observed(data, check):
@@ -187,14 +173,6 @@ BOUNDED = """
         if len(losses) > 2:
             del losses[0]
 """
-
-
-def doctor_json(project, *args):
-    """``ohlora doctor train.py ARGS --json`` in a fresh interpreter, as a user runs it."""
-    done = subprocess.run([sys.executable, "-m", "ohlora_cli", "doctor", "train.py", *args, "--json"], cwd=project,
-                          capture_output=True, text=True, timeout=2 * HANG_S, env=dict(os.environ))
-    assert "Traceback" not in done.stdout, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
 def static_at(data, check, where):

@@ -83,12 +83,6 @@ class UserFiles:
             return None
         return frame.f_code.co_filename, frame.f_lineno
 
-    def user_frame(self, frame):
-        """The innermost user frame at or above ``frame``, or None."""
-        while frame is not None and not self.owns(frame):
-            frame = frame.f_back
-        return frame
-
     def _walk(self, frame):
         """(the innermost user frame at or above ``frame``, the innermost library frame below it)."""
         via = None
